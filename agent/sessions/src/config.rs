@@ -1,0 +1,199 @@
+//! Analysis configuration: the `[policy]`, `[sessions]`, `[routes]`,
+//! `[network]`, `[detectors]` and `[[services]]` sections of the agent's TOML
+//! config. Every key is optional; defaults are the design's.
+//!
+//! The doc comment of each field is the config reference
+//! (`sessionwatch check-config` prints the effective values).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Serde adapter for human durations (`"30m"`, `"24h"`, `"1h 30m"`).
+pub mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as a humantime string.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Parses a humantime string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+/// `[policy]`: the session policy the application is held to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// A session used again after this idle gap must be rejected
+    /// (`idle_timeout_not_enforced`).
+    #[serde(with = "human_duration")]
+    pub idle_timeout: Duration,
+    /// A session must be rejected this long after it was first issued
+    /// (`absolute_timeout_not_enforced`).
+    #[serde(with = "human_duration")]
+    pub absolute_timeout: Duration,
+    /// A sensitive route needs a login within this window
+    /// (`sensitive_action_without_reauth`).
+    #[serde(with = "human_duration")]
+    pub reauth_window: Duration,
+    /// Longest acceptable `Max-Age`/`Expires` of a session cookie
+    /// (`cookie_persistent`).
+    #[serde(with = "human_duration")]
+    pub max_cookie_lifetime: Duration,
+    /// Minimum estimated entropy of a session ID, in bits (`session_id_weak`).
+    pub min_entropy_bits: u32,
+}
+
+impl PolicyConfig {
+    /// Design default: 30 minutes.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    /// Design default: 24 hours.
+    pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    /// Design default: 15 minutes.
+    pub const DEFAULT_REAUTH_WINDOW: Duration = Duration::from_secs(15 * 60);
+    /// Design default: 24 hours.
+    pub const DEFAULT_MAX_COOKIE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+    /// Design default: 128 bits.
+    pub const DEFAULT_MIN_ENTROPY_BITS: u32 = 128;
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: Self::DEFAULT_ABSOLUTE_TIMEOUT,
+            reauth_window: Self::DEFAULT_REAUTH_WINDOW,
+            max_cookie_lifetime: Self::DEFAULT_MAX_COOKIE_LIFETIME,
+            min_entropy_bits: Self::DEFAULT_MIN_ENTROPY_BITS,
+        }
+    }
+}
+
+/// `[sessions]`: which cookies are sessions and how they are tracked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Cookie names that carry a session ID (exact, case-sensitive as cookies
+    /// are; `__Host-`/`__Secure-` prefixes are matched on the bare name too).
+    pub cookie_names: Vec<String>,
+    /// Most sessions held in the table; the least recently used is evicted
+    /// beyond it (`sessionwatch_sessions_evicted_total{reason="capacity"}`).
+    pub max_sessions: usize,
+    /// File holding the key for the session-ID hash (so several agents hash
+    /// alike). Unset: a random key per agent run.
+    pub hash_key_file: Option<std::path::PathBuf>,
+    /// One finding per (session, detector) within this window.
+    #[serde(with = "human_duration")]
+    pub suppression_window: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            cookie_names: [
+                "JSESSIONID",
+                "PHPSESSID",
+                "connect.sid",
+                "sessionid",
+                "_session_id",
+                "laravel_session",
+                "ASP.NET_SessionId",
+                "session",
+                "sid",
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_sessions: 1_000_000,
+            hash_key_file: None,
+            suppression_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[routes]`: `"METHOD path-glob"` patterns (`*` matches any run of
+/// characters, method `*` any method) classifying requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Login routes: a success here must rotate the session ID.
+    pub login: Vec<String>,
+    /// Logout routes: the ID must be rejected afterwards.
+    pub logout: Vec<String>,
+    /// Password / role changes: a success here must rotate the session ID.
+    pub privilege: Vec<String>,
+    /// Sensitive actions that need a recent login.
+    pub sensitive: Vec<String>,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        RoutesConfig {
+            login: v(&["POST /login", "POST /signin", "POST /*/login", "POST /accounts/login/*", "POST /session*"]),
+            logout: v(&["* /logout", "* /signout", "* /*/logout"]),
+            privilege: v(&["POST /password*", "POST /*/password*"]),
+            sensitive: v(&["POST /pay*", "POST /checkout*"]),
+        }
+    }
+}
+
+/// `[network]`: whom to trust for forwarded client information.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// CIDRs whose `X-Forwarded-For` / `Forwarded` / `X-Real-IP` /
+    /// `X-Forwarded-Proto` headers are believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig { trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()] }
+    }
+}
+
+/// `[detectors]`: switch detectors off by id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorsConfig {
+    /// Detector ids not to run.
+    pub disabled: Vec<String>,
+}
+
+/// `[[services]]`: names a service by the hosts it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Service name, used as the `service` label and in findings.
+    pub name: String,
+    /// Host names (exact, or `*.example.com`), without port.
+    pub hosts: Vec<String>,
+}
+
+/// Everything the analysis stages need, assembled by the agent from the
+/// sections above.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnalysisConfig {
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+    /// `[sessions]`.
+    pub sessions: SessionsConfig,
+    /// `[routes]`.
+    pub routes: RoutesConfig,
+    /// `[network]`.
+    pub network: NetworkConfig,
+    /// `[detectors]`.
+    pub detectors: DetectorsConfig,
+    /// `[[services]]`.
+    pub services: Vec<ServiceConfig>,
+    /// Node name written into findings.
+    pub node: String,
+}

@@ -1,0 +1,1 @@
+//! sessionwatch agent library.

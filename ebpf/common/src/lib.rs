@@ -1,0 +1,2 @@
+//! Types shared by the kernel programs (`sessionwatch-ebpf`) and the agent.
+#![no_std]
