@@ -61,12 +61,18 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0.iter().filter(move |h| &*h.name == name).map(|h| &*h.value)
+        self.0
+            .iter()
+            .filter(move |h| &*h.name == name)
+            .map(|h| &*h.value)
     }
 
     /// Appends a field.
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.0.push(Header { name: name.to_ascii_lowercase().into_boxed_str(), value: value.into() });
+        self.0.push(Header {
+            name: name.to_ascii_lowercase().into_boxed_str(),
+            value: value.into(),
+        });
     }
 }
 
@@ -147,6 +153,9 @@ pub struct HttpStats {
 impl HttpStats {
     /// Counts one parse error.
     pub fn parse_error(&mut self, protocol: Protocol, kind: &'static str) {
-        *self.parse_errors.entry((protocol.as_str(), kind)).or_default() += 1;
+        *self
+            .parse_errors
+            .entry((protocol.as_str(), kind))
+            .or_default() += 1;
     }
 }

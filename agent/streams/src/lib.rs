@@ -13,8 +13,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+pub mod decode;
 pub mod pcap;
 pub mod reassembly;
+pub mod replay;
+pub mod synth;
+pub mod table;
 
 /// Event time in nanoseconds since the Unix epoch.
 ///
@@ -30,7 +34,10 @@ impl Timestamp {
 
     /// Builds a timestamp from seconds and nanoseconds since the epoch.
     pub const fn from_secs_nanos(secs: u64, nanos: u32) -> Self {
-        Timestamp(secs.saturating_mul(Self::NANOS_PER_SEC).saturating_add(nanos as u64))
+        Timestamp(
+            secs.saturating_mul(Self::NANOS_PER_SEC)
+                .saturating_add(nanos as u64),
+        )
     }
 
     /// Whole seconds since the epoch.
@@ -52,7 +59,10 @@ impl Timestamp {
 
     /// `self + d`, saturating.
     pub fn saturating_add(self, d: std::time::Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
