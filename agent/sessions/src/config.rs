@@ -50,6 +50,10 @@ pub struct PolicyConfig {
     pub max_cookie_lifetime: Duration,
     /// Minimum estimated entropy of a session ID, in bits (`session_id_weak`).
     pub min_entropy_bits: u32,
+    /// Path the session cookie must be scoped to (`cookie_loose_scope`): a
+    /// `Path` attribute outside it (wider, e.g. `/` when this is `/shop`) or
+    /// not `/`-rooted is reported. Default `/` (any rooted path is fine).
+    pub cookie_path: String,
 }
 
 impl PolicyConfig {
@@ -73,6 +77,7 @@ impl Default for PolicyConfig {
             reauth_window: Self::DEFAULT_REAUTH_WINDOW,
             max_cookie_lifetime: Self::DEFAULT_MAX_COOKIE_LIFETIME,
             min_entropy_bits: Self::DEFAULT_MIN_ENTROPY_BITS,
+            cookie_path: "/".into(),
         }
     }
 }
@@ -90,9 +95,15 @@ pub struct SessionsConfig {
     /// File holding the key for the session-ID hash (so several agents hash
     /// alike). Unset: a random key per agent run.
     pub hash_key_file: Option<std::path::PathBuf>,
-    /// One finding per (session, detector) within this window.
+    /// One finding per (session, detector) within this window. Cookie
+    /// attribute findings (which describe the application, not one session)
+    /// are suppressed per (service, cookie, detector) instead.
     #[serde(with = "human_duration")]
     pub suppression_window: Duration,
+    /// A session not seen for `max(idle_timeout, absolute_timeout) ×
+    /// ttl_factor` of event time is dropped from the table
+    /// (`sessionwatch_sessions_evicted_total{reason="ttl"}`).
+    pub ttl_factor: u32,
 }
 
 impl Default for SessionsConfig {
@@ -114,6 +125,7 @@ impl Default for SessionsConfig {
             max_sessions: 1_000_000,
             hash_key_file: None,
             suppression_window: Duration::from_secs(3600),
+            ttl_factor: 2,
         }
     }
 }
@@ -131,16 +143,61 @@ pub struct RoutesConfig {
     pub privilege: Vec<String>,
     /// Sensitive actions that need a recent login.
     pub sensitive: Vec<String>,
+    /// Re-authentication routes (password confirmation, "sudo mode"): a
+    /// success here counts as a recent login for `sensitive`.
+    pub reauth: Vec<String>,
+    /// Requests that say nothing about whether the server accepted the
+    /// session (static assets, health checks, public pages): they do not
+    /// count as a session use and cannot trigger the timeout, stale, logout
+    /// or fingerprint detectors. The login and logout pages themselves
+    /// (their paths with any other method) are always treated this way.
+    pub ignore: Vec<String>,
 }
 
 impl Default for RoutesConfig {
     fn default() -> Self {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
         RoutesConfig {
-            login: v(&["POST /login", "POST /signin", "POST /*/login", "POST /accounts/login/*", "POST /session*"]),
+            login: v(&[
+                "POST /login",
+                "POST /signin",
+                "POST /*/login",
+                "POST /accounts/login/*",
+                "POST /session*",
+            ]),
             logout: v(&["* /logout", "* /signout", "* /*/logout"]),
             privilege: v(&["POST /password*", "POST /*/password*"]),
             sensitive: v(&["POST /pay*", "POST /checkout*"]),
+            reauth: v(&[
+                "POST /*confirm-password*",
+                "POST /reauth*",
+                "POST /*/reauth*",
+                "POST /sudo*",
+            ]),
+            ignore: v(&[
+                "* /static/*",
+                "* /assets/*",
+                "* /favicon.ico",
+                "* /robots.txt",
+                "* *.css",
+                "* *.js",
+                "* *.map",
+                "* *.png",
+                "* *.jpg",
+                "* *.jpeg",
+                "* *.gif",
+                "* *.svg",
+                "* *.ico",
+                "* *.webp",
+                "* *.woff",
+                "* *.woff2",
+                "* *.ttf",
+                "* /health*",
+                "* /healthz",
+                "* /readyz",
+                "* /livez",
+                "OPTIONS *",
+            ]),
         }
     }
 }
@@ -152,20 +209,56 @@ pub struct NetworkConfig {
     /// CIDRs whose `X-Forwarded-For` / `Forwarded` / `X-Real-IP` /
     /// `X-Forwarded-Proto` headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// Headers naming the original client, tried in this order when the
+    /// peer is a trusted proxy: `x-forwarded-for` (rightmost untrusted hop),
+    /// `forwarded` (RFC 7239), `x-real-ip`. Put first the one your edge
+    /// proxy overwrites or appends to.
+    pub client_ip_headers: Vec<String>,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig { trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()] }
+        NetworkConfig {
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            client_ip_headers: vec![
+                "x-forwarded-for".into(),
+                "forwarded".into(),
+                "x-real-ip".into(),
+            ],
+        }
     }
 }
 
-/// `[detectors]`: switch detectors off by id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[detectors]`: switch detectors off by id, and tune the few detectors
+/// that need more than the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorsConfig {
     /// Detector ids not to run.
     pub disabled: Vec<String>,
+    /// A rotated-out or logged-out ID accepted within this time after it
+    /// ended is a request that was already in flight (parallel requests of
+    /// one page), not a finding (`stale_session_accepted`,
+    /// `session_accepted_after_logout`).
+    #[serde(with = "human_duration")]
+    pub stale_grace: Duration,
+    /// Distinct never-seen IDs rejected for one client IP within
+    /// `bruteforce_window` that make a `session_id_bruteforce` finding.
+    pub bruteforce_threshold: u32,
+    /// Window of `bruteforce_threshold`.
+    #[serde(with = "human_duration")]
+    pub bruteforce_window: Duration,
+}
+
+impl Default for DetectorsConfig {
+    fn default() -> Self {
+        DetectorsConfig {
+            disabled: Vec::new(),
+            stale_grace: Duration::from_secs(5),
+            bruteforce_threshold: 20,
+            bruteforce_window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[[services]]`: names a service by the hosts it answers.

@@ -1,0 +1,1174 @@
+//! The entry point of the analysis stage: [`Analyzer::on_exchange`] turns
+//! one HTTP exchange into findings and updates the session table.
+//!
+//! Per exchange: resolve the service and the client (IP, client-side TLS,
+//! User-Agent family); parse the response's session `Set-Cookie`s and
+//! decide the outcome ("success" as the design defines it); collect the
+//! session IDs the request presented (cookies and URL); look up each in the
+//! table; run every enabled detector on that *before* state; emit the
+//! non-suppressed hits as findings; then apply the exchange to the table
+//! (uses, rotations, logins, logouts) and expire old sessions. Everything
+//! runs on event time.
+
+use std::net::IpAddr;
+
+use sessionwatch_http::{Exchange, Protocol, Response};
+use sessionwatch_streams::Timestamp;
+
+use crate::config::AnalysisConfig;
+use crate::cookie::{CookieLimits, parse_cookie_header, parse_set_cookie, unquote};
+use crate::cookie_date::parse_cookie_date;
+use crate::detectors::{
+    self, Detector, Effect, Hit, Hits, IdSource, Issued, Outcome, Presented, RawId, RouteFlags,
+    View,
+};
+use crate::finding::{Finding, FindingClient, FindingRequest, FindingSink, Severity};
+use crate::hash::{HashKey, SessionHash, SessionHasher};
+use crate::service::{ServiceResolver, bare_host};
+use crate::settings::{ConfigError, Settings};
+use crate::stats::{AnalysisStats, ServiceStats};
+use crate::store::{
+    EndReason, EvictReason, Eviction, Fingerprint, SessionEvent, SessionRecord, SessionState,
+    SessionStore, SessionTable, flags,
+};
+use crate::suppress::{DEFAULT_CAPACITY, ScopeKey, Suppressor};
+use crate::timefmt::rfc3339_millis;
+use crate::url::{for_each_param, path_of, redacted_path, route_path, truncate_utf8};
+use crate::useragent::UaTable;
+
+/// Most session IDs tracked per request (a request carrying more is
+/// hostile or broken; the rest are counted and ignored).
+pub const MAX_PRESENTED: usize = 8;
+/// Most session `Set-Cookie`s tracked per response.
+pub const MAX_ISSUED: usize = 16;
+/// URL parameters examined per request.
+const MAX_URL_PARAMS: usize = 64;
+/// Shortest URL parameter value taken for a session ID (`?sid=5` is not).
+const MIN_URL_ID_LEN: usize = 8;
+/// Longest `client.user_agent` in findings.
+pub const MAX_UA_LEN: usize = 256;
+/// Longest `request.path` in findings.
+pub const MAX_PATH_LEN: usize = 1024;
+/// Longest `request.host` in findings.
+const MAX_HOST_LEN: usize = 255;
+
+/// The analysis stage: exchanges in, findings out.
+pub struct Analyzer {
+    settings: Settings,
+    hasher: SessionHasher,
+    store: Box<dyn SessionStore + Send>,
+    detectors: Vec<Box<dyn Detector>>,
+    suppressor: Suppressor,
+    services: ServiceResolver,
+    ua: UaTable,
+    stats: AnalysisStats,
+    limits: CookieLimits,
+    /// Latest event time seen (the table's clock; never steps back).
+    clock: Timestamp,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("sessions", &self.store.len())
+            .field("detectors", &self.detectors.len())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates an analysis config without building an analyzer
+/// (`sessionwatch check-config`).
+pub fn validate(config: &AnalysisConfig) -> Result<(), ConfigError> {
+    Settings::compile(config).map(|_| ())
+}
+
+impl Analyzer {
+    /// Builds the analysis stage with the in-memory session table.
+    pub fn new(config: AnalysisConfig, key: HashKey) -> Result<Analyzer, ConfigError> {
+        let settings = Settings::compile(&config)?;
+        let table = SessionTable::new(settings.max_sessions, settings.session_ttl);
+        Ok(Self::build(settings, key, Box::new(table)))
+    }
+
+    /// Builds the analysis stage on another [`SessionStore`].
+    pub fn with_store(
+        config: AnalysisConfig,
+        key: HashKey,
+        store: Box<dyn SessionStore + Send>,
+    ) -> Result<Analyzer, ConfigError> {
+        let settings = Settings::compile(&config)?;
+        Ok(Self::build(settings, key, store))
+    }
+
+    fn build(settings: Settings, key: HashKey, store: Box<dyn SessionStore + Send>) -> Analyzer {
+        let detectors = detectors::all(&settings);
+        let services = ServiceResolver::new(&settings.services);
+        let mut stats = AnalysisStats::default();
+        for i in 0..services.len() {
+            stats
+                .services
+                .push(ServiceStats::new(services.name(i as u16).to_owned()));
+        }
+        Analyzer {
+            hasher: SessionHasher::new(&key),
+            suppressor: Suppressor::new(settings.suppression_window, DEFAULT_CAPACITY),
+            store,
+            detectors,
+            services,
+            ua: UaTable::default(),
+            stats,
+            limits: CookieLimits::default(),
+            clock: Timestamp(0),
+            finished: false,
+            settings,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &AnalysisStats {
+        &self.stats
+    }
+
+    /// Sessions in the table.
+    pub fn sessions(&self) -> usize {
+        self.store.len()
+    }
+
+    /// The record of a session, by its hash (tests, debugging endpoints).
+    pub fn session(&self, hash: SessionHash) -> Option<SessionRecord> {
+        self.store.peek(hash)
+    }
+
+    /// The keyed hash of a raw ID under this analyzer's key (tests).
+    pub fn hash_of(&self, raw_id: &[u8]) -> SessionHash {
+        self.hasher.hash(raw_id)
+    }
+
+    /// End of input: records the ages of the sessions still in the table in
+    /// the age histograms. Idempotent.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let stats = &mut self.stats;
+        self.store.for_each(&mut |_, r, last_seen| {
+            if let Some(s) = stats.services.get_mut(usize::from(r.service)) {
+                s.session_ages
+                    .observe(last_seen.saturating_since(r.first_seen).as_secs_f64());
+            }
+        });
+    }
+
+    fn service_stats(&mut self, id: u16) -> &mut ServiceStats {
+        while self.stats.services.len() <= usize::from(id) {
+            let n = self.stats.services.len() as u16;
+            self.stats
+                .services
+                .push(ServiceStats::new(self.services.name(n).to_owned()));
+        }
+        &mut self.stats.services[usize::from(id)]
+    }
+
+    fn classify_routes(&self, method: &str, path: &str) -> RouteFlags {
+        let r = &self.settings.routes;
+        let login = r.login.matches(method, path);
+        let logout = r.logout.matches(method, path);
+        let page = r.login.matches_path(path) || r.logout.matches_path(path);
+        RouteFlags {
+            login,
+            logout,
+            privilege: r.privilege.matches(method, path),
+            sensitive: r.sensitive.matches(method, path),
+            reauth: r.reauth.matches(method, path),
+            ignored: r.ignore.matches(method, path) || (page && !login && !logout),
+        }
+    }
+
+    /// A 3xx whose `Location` points at a login route (any method): the
+    /// server sends the client to log in, so it did not accept the session.
+    fn redirects_to_login(&self, resp: &Response, request_path: &str) -> bool {
+        let Some(loc) = resp.headers.get_str("location") else {
+            return false;
+        };
+        let loc = loc.trim();
+        let target = if loc.starts_with('/') || loc.contains("://") {
+            path_of(loc).to_owned()
+        } else {
+            // Relative reference: resolve against the request's directory.
+            let dir = &request_path[..request_path.rfind('/').map_or(0, |i| i + 1)];
+            let rel = path_of(loc);
+            format!(
+                "{}{}",
+                if dir.is_empty() { "/" } else { dir },
+                rel.trim_start_matches("./")
+            )
+        };
+        let target = route_path(&target);
+        self.settings.routes.login.matches_path(&target)
+    }
+
+    /// Analyses one exchange; findings go to `out`.
+    pub fn on_exchange(&mut self, ex: &Exchange, out: &mut dyn FindingSink) {
+        let req = &ex.request;
+        let resp = ex.response.as_ref();
+        let now = resp.map_or(req.ts, |r| r.ts.max(req.ts));
+        self.clock = self.clock.max(now);
+        let clock = self.clock;
+
+        let service = self.services.resolve(ex);
+        let client = self.settings.proxies.resolve(&ex.conn, &req.headers);
+        let ua_key = self.ua.parse(req.headers.get("user-agent"));
+        let fp = Fingerprint::new(client.ip, ua_key);
+        {
+            let proto = usize::from(ex.protocol == Protocol::Http2);
+            let s = self.service_stats(service);
+            s.exchanges[proto][usize::from(client.tls)] += 1;
+        }
+        self.stats.input.services_overflow = self.services.overflow;
+        self.stats.input.user_agent_overflow = self.ua.overflow;
+
+        let raw_path = path_of(&req.target);
+        let path = route_path(raw_path);
+        let routes = self.classify_routes(&req.method, &path);
+        let reference_secs = resp
+            .and_then(|r| r.headers.get("date"))
+            .and_then(parse_cookie_date)
+            .unwrap_or(now.secs() as i64);
+
+        // Session cookies the response set.
+        let mut issued: Vec<Issued<'_>> = Vec::new();
+        if let Some(r) = resp {
+            for (n, v) in r.headers.get_all("set-cookie").enumerate() {
+                if n >= self.limits.max_set_cookies {
+                    self.stats.input.set_cookies_capped += 1;
+                    break;
+                }
+                let Some(sc) = parse_set_cookie(v, &self.limits) else {
+                    self.stats.input.set_cookies_invalid += 1;
+                    continue;
+                };
+                let Some(idx) = self.settings.names.match_cookie(sc.name) else {
+                    continue;
+                };
+                let Ok(name) = std::str::from_utf8(sc.name) else {
+                    continue;
+                };
+                if issued.len() >= MAX_ISSUED {
+                    self.stats.input.set_cookies_capped += 1;
+                    break;
+                }
+                let deletion = sc.deletion(reference_secs);
+                let value = sc.unquoted_value();
+                let hash = deletion.is_none().then(|| self.hasher.hash(value));
+                let record = hash.and_then(|h| self.store.peek(h));
+                issued.push(Issued {
+                    cookie_attrs: sc,
+                    cookie: idx,
+                    name,
+                    hash,
+                    deletion,
+                    record,
+                    lifetime: sc.lifetime(reference_secs),
+                    raw: RawId::new(value),
+                    last_for_name: false,
+                });
+            }
+            for i in 0..issued.len() {
+                let later = issued[i + 1..].iter().any(|j| j.name == issued[i].name);
+                issued[i].last_for_name = !later;
+            }
+            let c = &mut self.stats.cookies;
+            for i in &issued {
+                if i.deletion.is_some() {
+                    c.deletions += 1;
+                    continue;
+                }
+                let a = &i.cookie_attrs;
+                let ss = matches!(
+                    a.same_site,
+                    crate::cookie::SameSite::Strict | crate::cookie::SameSite::Lax
+                );
+                c.session_set_cookies += 1;
+                c.secure += u64::from(a.secure);
+                c.http_only += u64::from(a.http_only);
+                c.same_site_strict_or_lax += u64::from(ss);
+                c.compliant += u64::from(a.secure && a.http_only && ss);
+            }
+        }
+
+        let outcome = match resp {
+            None => Outcome::NoResponse,
+            Some(_)
+                if issued
+                    .iter()
+                    .any(|i| i.last_for_name && i.deletion.is_some()) =>
+            {
+                Outcome::Rejected
+            }
+            Some(r) => match r.status {
+                200..=299 => Outcome::Accepted,
+                300..=399 if self.redirects_to_login(r, raw_path) => Outcome::Rejected,
+                300..=399 => Outcome::Accepted,
+                401 | 419 | 440 => Outcome::Rejected,
+                _ => Outcome::Neutral,
+            },
+        };
+
+        // Session IDs the request presented.
+        let mut presented: Vec<Presented<'_>> = Vec::new();
+        let mut capped = false;
+        {
+            let names = &self.settings.names;
+            let (hasher, store) = (&self.hasher, &*self.store);
+            let mut pairs = 0usize;
+            'headers: for v in req.headers.get_all("cookie") {
+                for pair in parse_cookie_header(v) {
+                    pairs += 1;
+                    if pairs > self.limits.max_request_pairs {
+                        self.stats.input.cookie_pairs_capped += 1;
+                        break 'headers;
+                    }
+                    let Some(idx) = names.match_cookie(pair.name) else {
+                        continue;
+                    };
+                    let value = unquote(pair.value);
+                    let Ok(name) = std::str::from_utf8(pair.name) else {
+                        continue;
+                    };
+                    if value.is_empty() {
+                        continue;
+                    }
+                    if !add_presented(
+                        &mut presented,
+                        store,
+                        hasher,
+                        idx,
+                        name,
+                        value,
+                        IdSource::Cookie,
+                    ) {
+                        capped = true;
+                        break 'headers;
+                    }
+                }
+            }
+            for_each_param(&req.target, MAX_URL_PARAMS, |k, v, loc| {
+                let Some(idx) = names.match_param(k) else {
+                    return;
+                };
+                if v.len() < MIN_URL_ID_LEN || capped {
+                    return;
+                }
+                if !add_presented(
+                    &mut presented,
+                    store,
+                    hasher,
+                    idx,
+                    k,
+                    v.as_bytes(),
+                    IdSource::Url(loc),
+                ) {
+                    capped = true;
+                }
+            });
+        }
+        if capped {
+            self.stats.input.presented_capped += 1;
+        }
+        // Path shadowing: one cookie name with several values.
+        for i in 0..presented.len() {
+            if presented[i].source != IdSource::Cookie {
+                continue;
+            }
+            let dup = presented.iter().enumerate().any(|(j, q)| {
+                j != i && q.source == IdSource::Cookie && q.name == presented[i].name
+            });
+            presented[i].ambiguous = dup;
+        }
+        // What the response did to each presented cookie.
+        for p in &mut presented {
+            let set = issued.iter().find(|i| {
+                i.last_for_name
+                    && match p.source {
+                        IdSource::Cookie => i.name == p.name,
+                        IdSource::Url(_) => i.cookie == p.cookie,
+                    }
+            });
+            p.effect = match set {
+                None => Effect::None,
+                Some(i) => match (i.deletion, i.hash) {
+                    (Some(d), _) => Effect::Deleted(d),
+                    (None, Some(h)) if h == p.hash => Effect::Reissued,
+                    (None, Some(h)) => Effect::Rotated(h),
+                    (None, None) => Effect::None,
+                },
+            };
+        }
+
+        // Detectors.
+        let host = req.host.as_deref().map(bare_host);
+        let hits = {
+            let view = View {
+                ex,
+                settings: &self.settings,
+                now,
+                reference_secs,
+                service,
+                client,
+                fp,
+                ua: &self.ua,
+                outcome,
+                routes,
+                path: &path,
+                host,
+                presented: &presented,
+                issued: &issued,
+            };
+            let mut hits = Hits {
+                list: Vec::new(),
+                suppressor: &self.suppressor,
+                service,
+                now,
+                suppressed: 0,
+            };
+            for d in self.detectors.iter_mut() {
+                d.check(&view, &mut hits);
+            }
+            self.stats.findings_suppressed += hits.suppressed;
+            self.stats.input.detector_untracked =
+                self.detectors.iter().map(|d| d.untracked()).sum();
+            hits.list
+        };
+        for hit in hits {
+            self.emit(hit, ex, client.ip, service, now, out);
+        }
+
+        self.apply(
+            ApplyCtx {
+                now,
+                clock,
+                service,
+                fp,
+                tls: client.tls,
+                outcome,
+                routes,
+                status: resp.map(|r| r.status),
+            },
+            &presented,
+            &issued,
+        );
+
+        let stats = &mut self.stats;
+        self.store.expire(clock, &mut |e| record_eviction(stats, e));
+    }
+
+    fn emit(
+        &mut self,
+        hit: Hit,
+        ex: &Exchange,
+        ip: Option<IpAddr>,
+        service: u16,
+        now: Timestamp,
+        out: &mut dyn FindingSink,
+    ) {
+        let key = ScopeKey::new(hit.detector, hit.scope, service);
+        if self.suppressor.is_suppressed(key, now) {
+            self.stats.findings_suppressed += 1;
+            return;
+        }
+        self.suppressor.record(key, now);
+        self.stats.input.suppression_turnovers = self.suppressor.early_turnovers;
+        let sev_idx = Severity::ALL
+            .iter()
+            .position(|s| *s == hit.severity)
+            .unwrap_or(0);
+        self.service_stats(service).findings[hit.detector.index()][sev_idx] += 1;
+
+        let req = &ex.request;
+        let names = &self.settings.names;
+        let mut ua = req
+            .headers
+            .get("user-agent")
+            .map(|u| String::from_utf8_lossy(u).into_owned());
+        if let Some(u) = ua.as_mut() {
+            truncate_utf8(u, MAX_UA_LEN);
+        }
+        let mut method = req.method.to_string();
+        truncate_utf8(&mut method, 32);
+        let host = req.host.as_deref().map(|h| {
+            let mut h = h.to_owned();
+            truncate_utf8(&mut h, MAX_HOST_LEN);
+            h
+        });
+        let finding = Finding {
+            time: rfc3339_millis(now),
+            detector: hit.detector.as_str().to_owned(),
+            severity: hit.severity,
+            service: self.services.name(service).to_owned(),
+            node: self.settings.node.clone(),
+            session: hit.session.map(SessionHash::to_hex),
+            cookie: hit.cookie,
+            client: FindingClient {
+                ip: ip.map(|i| i.to_string()),
+                user_agent: ua,
+            },
+            request: FindingRequest {
+                method,
+                host,
+                path: redacted_path(&req.target, MAX_PATH_LEN, |k| {
+                    names.match_param(k).is_some()
+                }),
+                status: ex.response.as_ref().map(|r| r.status),
+            },
+            cwe: hit.detector.cwe().to_owned(),
+            message: hit.message,
+            evidence: hit.evidence,
+        };
+        out.on_finding(finding);
+    }
+
+    fn create(&mut self, hash: SessionHash, rec: SessionRecord, clock: Timestamp) {
+        let service = rec.service;
+        let stats = &mut self.stats;
+        self.store
+            .put(hash, rec, clock, &mut |e| record_eviction(stats, e));
+        let s = self.service_stats(service);
+        s.sessions_tracked += 1;
+        s.sessions_started += 1;
+    }
+
+    fn event(&mut self, hash: SessionHash, ev: SessionEvent, clock: Timestamp) {
+        let stats = &mut self.stats;
+        self.store
+            .record_event(hash, ev, clock, &mut |e| record_eviction(stats, e));
+    }
+
+    /// Applies the exchange to the session table.
+    fn apply(&mut self, c: ApplyCtx, presented: &[Presented<'_>], issued: &[Issued<'_>]) {
+        let cleartext_flag = if c.tls { 0 } else { flags::CLEARTEXT };
+        let accepted = c.outcome == Outcome::Accepted;
+
+        // New and re-issued IDs.
+        for i in issued.iter().filter(|i| i.last_for_name && i.is_live()) {
+            let Some(h) = i.hash else { continue };
+            if self.store.get(h, c.clock).is_some() {
+                self.event(h, SessionEvent::Issued, c.clock);
+                if !c.tls {
+                    self.event(h, SessionEvent::Cleartext, c.clock);
+                }
+            } else {
+                let rec = SessionRecord::new(
+                    c.now,
+                    c.fp,
+                    c.service,
+                    i.cookie,
+                    flags::ISSUED_SEEN | cleartext_flag,
+                );
+                self.create(h, rec, c.clock);
+            }
+        }
+
+        let rotation_reason = if c.routes.login {
+            EndReason::Login
+        } else if c.routes.privilege {
+            EndReason::Privilege
+        } else {
+            EndReason::Reissue
+        };
+        let counts_as_use =
+            |p: &Presented<'_>| accepted && !p.ambiguous && (!c.routes.ignored || c.routes.login);
+
+        for p in presented {
+            let before = match self.store.get(p.hash, c.clock) {
+                Some(r) => r,
+                None if counts_as_use(p) => {
+                    // First sight of an ID the server accepts: issued before
+                    // we started watching, or adopted from the client.
+                    let rec = SessionRecord::new(
+                        c.now,
+                        c.fp,
+                        c.service,
+                        p.cookie,
+                        flags::ADOPTED | cleartext_flag,
+                    );
+                    self.create(p.hash, rec, c.clock);
+                    rec
+                }
+                None => continue,
+            };
+            if counts_as_use(p) {
+                self.event(
+                    p.hash,
+                    SessionEvent::Used {
+                        at: c.now,
+                        fp: c.fp,
+                    },
+                    c.clock,
+                );
+            }
+            if !c.tls {
+                self.event(p.hash, SessionEvent::Cleartext, c.clock);
+            } else if accepted {
+                self.event(p.hash, SessionEvent::Tls, c.clock);
+            }
+            let rejected = c.outcome == Outcome::Rejected;
+            if rejected
+                && !p.ambiguous
+                && before.state == SessionState::Active
+                && !matches!(p.effect, Effect::Deleted(_))
+            {
+                self.event(
+                    p.hash,
+                    SessionEvent::Ended {
+                        at: c.now,
+                        state: SessionState::Expired,
+                        reason: EndReason::Rejected,
+                    },
+                    c.clock,
+                );
+            }
+            match p.effect {
+                Effect::Rotated(y) if !rejected => {
+                    self.event(
+                        p.hash,
+                        SessionEvent::Rotated {
+                            at: c.now,
+                            successor: y,
+                            reason: rotation_reason,
+                        },
+                        c.clock,
+                    );
+                    if let Some(mut yr) = self.store.get(y, c.clock) {
+                        yr.inherit(p.hash, &before, c.routes.login);
+                        let stats = &mut self.stats;
+                        self.store
+                            .put(y, yr, c.clock, &mut |e| record_eviction(stats, e));
+                    }
+                }
+                Effect::Deleted(_) => {
+                    let reason = if c.routes.logout {
+                        EndReason::LogoutRoute
+                    } else {
+                        EndReason::DeletionCookie
+                    };
+                    self.event(
+                        p.hash,
+                        SessionEvent::Ended {
+                            at: c.now,
+                            state: SessionState::LoggedOut,
+                            reason,
+                        },
+                        c.clock,
+                    );
+                }
+                _ => {}
+            }
+            if c.routes.logout && c.status.is_some_and(|s| s < 400) {
+                self.event(
+                    p.hash,
+                    SessionEvent::Ended {
+                        at: c.now,
+                        state: SessionState::LoggedOut,
+                        reason: EndReason::LogoutRoute,
+                    },
+                    c.clock,
+                );
+            }
+        }
+
+        // Login, privilege change, re-authentication: on the new IDs when
+        // the response issued any, else on the presented ones.
+        if accepted && (c.routes.login || c.routes.privilege || c.routes.reauth) {
+            let presented_hashes: Vec<SessionHash> = presented
+                .iter()
+                .filter(|p| !p.ambiguous)
+                .map(|p| p.hash)
+                .collect();
+            let new_ids: Vec<SessionHash> = issued
+                .iter()
+                .filter(|i| i.last_for_name && i.is_live())
+                .filter_map(|i| i.hash)
+                .filter(|h| !presented.iter().any(|p| p.hash == *h))
+                .collect();
+            let targets = if new_ids.is_empty() {
+                presented_hashes
+            } else {
+                new_ids
+            };
+            for t in targets {
+                if c.routes.login {
+                    self.event(t, SessionEvent::Login { at: c.now }, c.clock);
+                }
+                if c.routes.privilege {
+                    self.event(t, SessionEvent::Privilege { at: c.now }, c.clock);
+                }
+                if c.routes.reauth {
+                    self.event(t, SessionEvent::Reauth { at: c.now }, c.clock);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ApplyCtx {
+    now: Timestamp,
+    clock: Timestamp,
+    service: u16,
+    fp: Fingerprint,
+    tls: bool,
+    outcome: Outcome,
+    routes: RouteFlags,
+    status: Option<u16>,
+}
+
+/// Adds a presented ID (deduplicated by hash; an ID both in a cookie and in
+/// the URL is one entry that remembers the URL location). `false` when the
+/// per-request cap is reached.
+fn add_presented<'a>(
+    presented: &mut Vec<Presented<'a>>,
+    store: &(dyn SessionStore + Send),
+    hasher: &SessionHasher,
+    cookie: u8,
+    name: &'a str,
+    value: &'a [u8],
+    source: IdSource,
+) -> bool {
+    let hash = hasher.hash(value);
+    let url = match source {
+        IdSource::Url(l) => Some(l),
+        IdSource::Cookie => None,
+    };
+    if let Some(p) = presented.iter_mut().find(|p| p.hash == hash) {
+        if p.url.is_none() && url.is_some() {
+            p.url = url;
+            p.url_name = name;
+        }
+        return true;
+    }
+    if presented.len() >= MAX_PRESENTED {
+        return false;
+    }
+    presented.push(Presented {
+        hash,
+        cookie,
+        name,
+        source,
+        url,
+        url_name: if url.is_some() { name } else { "" },
+        raw: RawId::new(value),
+        record: store.peek(hash),
+        effect: Effect::None,
+        ambiguous: false,
+    });
+    true
+}
+
+fn record_eviction(stats: &mut AnalysisStats, e: Eviction) {
+    let ri = EvictReason::ALL
+        .iter()
+        .position(|r| *r == e.reason)
+        .unwrap_or(0);
+    stats.evicted[ri] += 1;
+    if let Some(s) = stats.services.get_mut(usize::from(e.record.service)) {
+        s.sessions_tracked = s.sessions_tracked.saturating_sub(1);
+        s.session_ages.observe(
+            e.last_seen
+                .saturating_since(e.record.first_seen)
+                .as_secs_f64(),
+        );
+    }
+}
+
+/// Adapter: an [`Analyzer`] with its finding sink is an
+/// [`ExchangeSink`](sessionwatch_http::ExchangeSink), so it plugs straight
+/// behind the HTTP stage.
+pub struct AnalyzerSink<'a, S: FindingSink> {
+    /// The analyzer.
+    pub analyzer: &'a mut Analyzer,
+    /// Where findings go.
+    pub sink: &'a mut S,
+}
+
+impl<S: FindingSink> sessionwatch_http::ExchangeSink for AnalyzerSink<'_, S> {
+    fn on_exchange(&mut self, exchange: Exchange) {
+        self.analyzer.on_exchange(&exchange, &mut *self.sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ServiceConfig;
+    use crate::detectors::testkit::*;
+    use crate::finding::Severity;
+    use crate::store::EvictReason;
+
+    #[test]
+    fn finding_json_contract() {
+        let mut h = Harness::with(|c| {
+            c.services = vec![ServiceConfig {
+                name: "shop".into(),
+                hosts: vec!["shop.example".into(), "*.shop.example".into()],
+            }]
+        });
+        h.run(
+            Ex::get("/login")
+                .host("www.shop.example:443")
+                .set_cookie(&good("PHPSESSID", PHP_ID)),
+        );
+        let f = h.run(
+            Ex::post("/login")
+                .host("www.shop.example")
+                .at(1)
+                .cookie(&format!("PHPSESSID={PHP_ID}"))
+                .status(302)
+                .location("/"),
+        );
+        let f = f
+            .iter()
+            .find(|f| f.detector == "no_rotation_after_login")
+            .expect("finding");
+        let json = serde_json::to_string(f).unwrap();
+        let keys = [
+            "\"time\"",
+            "\"detector\"",
+            "\"severity\"",
+            "\"service\"",
+            "\"node\"",
+            "\"session\"",
+            "\"cookie\"",
+            "\"client\"",
+            "\"request\"",
+            "\"cwe\"",
+            "\"message\"",
+            "\"evidence\"",
+        ];
+        let pos: Vec<usize> = keys.iter().map(|k| json.find(k).expect(k)).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "field order: {json}");
+        assert_eq!(f.time, "2026-09-21T14:13:21.270Z");
+        assert_eq!(f.service, "shop");
+        assert_eq!(f.node, "node-1");
+        assert_eq!(f.session.as_ref().map(String::len), Some(16));
+        assert_eq!(f.client.ip.as_deref(), Some("203.0.113.7"));
+        assert_eq!(f.client.user_agent.as_deref(), Some(CHROME_120));
+        assert_eq!(f.request.host.as_deref(), Some("www.shop.example"));
+        assert_eq!(f.request.method, "POST");
+        assert!(!json.contains(PHP_ID));
+    }
+
+    #[test]
+    fn service_from_process_name_else_default_and_bounded() {
+        let mut h = Harness::new();
+        h.run(
+            Ex::get("/")
+                .comm("nginx")
+                .cookie(&format!("sessionid={DJANGO_ID}"))
+                .tls(false),
+        );
+        h.run(
+            Ex::get("/")
+                .host("unknown.example")
+                .cookie(&format!("sessionid={DJANGO_ID2}"))
+                .tls(false),
+        );
+        let services: Vec<_> = h.findings.iter().map(|f| f.service.as_str()).collect();
+        assert_eq!(services, ["nginx", "default"]);
+        for i in 0..1000 {
+            h.run(Ex::get("/").comm(&format!("proc{i}")));
+        }
+        assert!(h.an.stats().services.len() <= crate::stats::MAX_SERVICES);
+        assert!(h.an.stats().input.services_overflow > 0);
+    }
+
+    #[test]
+    fn exchange_and_session_stats() {
+        let mut h = Harness::with(|c| c.sessions.max_sessions = 3);
+        h.run(Ex::get("/").h2().set_cookie(&good("sessionid", DJANGO_ID)));
+        h.run(Ex::get("/").tls(false).set_cookie("sessionid=abc; Path=/"));
+        for (i, id) in [PHP_ID, PHP_ID2, RAILS_ID].iter().enumerate() {
+            h.run(
+                Ex::get("/")
+                    .at(10 + i as u64)
+                    .set_cookie(&good("PHPSESSID", id)),
+            );
+        }
+        let s = h.an.stats();
+        let ex: Vec<_> = s.exchanges().collect();
+        assert!(ex.contains(&("default", "http2", true, 1)));
+        assert!(ex.contains(&("default", "http1", false, 1)));
+        assert!(ex.contains(&("default", "http1", true, 3)));
+        assert_eq!(s.exchanges_total(), 5);
+        assert_eq!(s.evicted(EvictReason::Capacity), 2);
+        assert_eq!(s.sessions_tracked().collect::<Vec<_>>(), [("default", 3)]);
+        assert_eq!(s.cookies.session_set_cookies, 5);
+        assert_eq!(s.cookies.compliant, 4);
+        assert_eq!(h.an.sessions(), 3);
+        // Findings counted by detector, severity and service.
+        let f: Vec<_> = s.findings().collect();
+        assert!(
+            f.iter()
+                .any(|(d, sev, svc, n)| d.as_str() == "session_cleartext"
+                    && *sev == Severity::High
+                    && *svc == "default"
+                    && *n == 1)
+        );
+        assert_eq!(s.findings_total() as usize, h.findings.len());
+    }
+
+    #[test]
+    fn ttl_eviction_and_age_histogram() {
+        let mut h = Harness::new();
+        h.run(Ex::get("/").set_cookie(&good("sessionid", DJANGO_ID)));
+        h.run(
+            Ex::get("/a")
+                .at(600)
+                .cookie(&format!("sessionid={DJANGO_ID}")),
+        );
+        // 48 h TTL (24 h absolute × 2) after the last sighting.
+        h.run(
+            Ex::get("/")
+                .at(600 + 48 * 3600 + 1)
+                .set_cookie(&good("sessionid", DJANGO_ID2)),
+        );
+        let s = h.an.stats();
+        assert_eq!(s.evicted(EvictReason::Ttl), 1);
+        assert_eq!(s.services[0].session_ages.count, 1);
+        assert_eq!(s.services[0].session_ages.sum.round() as u64, 600);
+        h.an.finish();
+        h.an.finish();
+        assert_eq!(h.an.stats().services[0].session_ages.count, 2);
+    }
+
+    #[test]
+    fn request_without_response() {
+        let mut h = Harness::new();
+        h.run(
+            Ex::get("/cart")
+                .tls(false)
+                .no_response()
+                .cookie(&format!("sessionid={DJANGO_ID}")),
+        );
+        assert_eq!(h.count("session_cleartext"), 1);
+        assert_eq!(
+            h.an.sessions(),
+            0,
+            "an unanswered request proves nothing about the session"
+        );
+    }
+
+    #[test]
+    fn missing_user_agent_is_its_own_family() {
+        let mut h = Harness::new();
+        h.run(
+            Ex::get("/")
+                .no_ua()
+                .set_cookie(&good("sessionid", DJANGO_ID)),
+        );
+        h.run(
+            Ex::get("/a")
+                .at(5)
+                .no_ua()
+                .cookie(&format!("sessionid={DJANGO_ID}")),
+        );
+        assert_eq!(h.count("session_fingerprint_change"), 0);
+        let f = h.run(
+            Ex::get("/a")
+                .at(9)
+                .cookie(&format!("sessionid={DJANGO_ID}")),
+        );
+        assert_eq!(f[0].evidence["previous_user_agent"], "none");
+        assert_eq!(f[0].client.user_agent.as_deref(), Some(CHROME_120));
+    }
+
+    #[test]
+    fn path_shadowed_duplicates_are_ambiguous() {
+        // sessionid set for / and for /app: browsers send both.
+        let mut h = Harness::new();
+        h.run(Ex::get("/").set_cookie(&good("sessionid", DJANGO_ID)));
+        h.run(
+            Ex::post("/accounts/login/")
+                .at(5)
+                .cookie(&format!("sessionid={DJANGO_ID}"))
+                .status(302)
+                .location("/")
+                .set_cookie(&good("sessionid", DJANGO_ID2)),
+        );
+        h.run(
+            Ex::get("/app/x")
+                .at(600)
+                .cookie(&format!("sessionid={DJANGO_ID2}; sessionid={DJANGO_ID}")),
+        );
+        assert_eq!(h.count("stale_session_accepted"), 0);
+    }
+
+    #[test]
+    fn hostile_cookie_header_is_capped_and_counted() {
+        let mut h = Harness::new();
+        let mut big = String::new();
+        for i in 0..100_000 {
+            big.push_str(&format!("c{i}=v; "));
+        }
+        big.push_str(&format!("sessionid={DJANGO_ID}"));
+        h.run(Ex::get("/").cookie(&big));
+        assert_eq!(h.an.stats().input.cookie_pairs_capped, 1);
+        let many: String = (0..50)
+            .map(|i| format!("sessionid={:032x}; ", i + 1))
+            .collect();
+        h.run(Ex::get("/").cookie(&many));
+        assert_eq!(h.an.stats().input.presented_capped, 1);
+        let mut ex = Ex::get("/");
+        for i in 0..200 {
+            ex = ex.set_cookie(&format!("sid={:032x}; Path=/", i + 1));
+        }
+        h.run(ex);
+        assert!(h.an.stats().input.set_cookies_capped >= 1);
+        assert!(h.an.sessions() <= 1 + super::MAX_ISSUED);
+    }
+
+    #[test]
+    fn replay_is_deterministic_on_event_time() {
+        let scenario = || {
+            vec![
+                Ex::get("/login").set_cookie(&good("connect.sid", EXPRESS_SID)),
+                Ex::post("/login")
+                    .at(3)
+                    .cookie(&format!("connect.sid={EXPRESS_SID}"))
+                    .status(302)
+                    .location("/")
+                    .set_cookie(&good("connect.sid", EXPRESS_SID2)),
+                Ex::get("/account")
+                    .at(4000)
+                    .from("198.51.100.2")
+                    .ua(FIREFOX_121)
+                    .cookie(&format!("connect.sid={EXPRESS_SID}")),
+                Ex::get("/account")
+                    .at(9000)
+                    .cookie(&format!("connect.sid={EXPRESS_SID2}")),
+            ]
+        };
+        let run = || {
+            let mut h = Harness::new();
+            for e in scenario() {
+                h.run(e);
+            }
+            h.findings
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        let ids: Vec<_> = a.iter().map(|f| f.detector.as_str()).collect();
+        assert!(ids.contains(&"stale_session_accepted"), "{ids:?}");
+        assert!(ids.contains(&"idle_timeout_not_enforced"), "{ids:?}");
+    }
+
+    #[test]
+    fn raw_ids_never_leave_the_analyzer() {
+        let mut h = Harness::new();
+        let ids = [DJANGO_ID, PHP_ID, JSESSION_ID, RAILS_ID];
+        for (i, id) in ids.iter().enumerate() {
+            let t = i as u64 * 10_000;
+            h.run(
+                Ex::get(&format!("/x;jsessionid={id}?sid={id}"))
+                    .tls(false)
+                    .at(t)
+                    .set_cookie(&format!("sid={id}; Path=/")),
+            );
+            h.run(
+                Ex::post("/login")
+                    .at(t + 1)
+                    .cookie(&format!("sid={id}"))
+                    .status(302)
+                    .location("/"),
+            );
+            h.run(
+                Ex::get("/account")
+                    .at(t + 5000)
+                    .from("198.51.100.5")
+                    .ua(CURL)
+                    .cookie(&format!("sid={id}")),
+            );
+            h.run(
+                Ex::get("/logout")
+                    .at(t + 5001)
+                    .cookie(&format!("sid={id}"))
+                    .set_cookie("sid=deleted; Max-Age=0"),
+            );
+            h.run(
+                Ex::get("/account")
+                    .at(t + 9000)
+                    .cookie(&format!("sid={id}")),
+            );
+        }
+        assert!(h.findings.len() > 10);
+        let out = serde_json::to_string(&h.findings).unwrap()
+            + &format!("{:?}", h.an)
+            + &format!("{:?}", h.an.stats());
+        for id in ids {
+            assert!(!out.contains(id), "raw ID leaked");
+        }
+    }
+
+    #[test]
+    fn detectors_can_be_disabled() {
+        let mut h = Harness::with(|c| c.detectors.disabled = vec!["session_cleartext".into()]);
+        h.run(
+            Ex::get("/")
+                .tls(false)
+                .cookie(&format!("sessionid={DJANGO_ID}")),
+        );
+        assert_eq!(h.count("session_cleartext"), 0);
+    }
+
+    #[test]
+    fn config_errors_surface_from_new() {
+        let mut c = crate::AnalysisConfig::default();
+        c.routes.sensitive = vec!["PAY".into()];
+        let e = crate::Analyzer::new(c, crate::HashKey::from_bytes([0; 32])).unwrap_err();
+        assert!(e.to_string().starts_with("routes.sensitive[0]"), "{e}");
+    }
+
+    /// Rough cost per exchange (run with `--release -- --ignored`).
+    #[test]
+    #[ignore = "timing smoke test; run in release"]
+    fn throughput_smoke() {
+        let mut h = Harness::new();
+        let ids: Vec<String> = (0..10_000u64)
+            .map(|i| {
+                format!(
+                    "{:032x}",
+                    u128::from(i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+                )
+            })
+            .collect();
+        let exs: Vec<_> = (0..200_000u64)
+            .map(|i| {
+                let id = &ids[(i % 10_000) as usize];
+                let e = Ex::get("/api/items?page=2")
+                    .at(i / 100)
+                    .cookie(&format!("csrftoken=abc; sessionid={id}; theme=dark"));
+                if i < 10_000 {
+                    e.set_cookie(&good("sessionid", id))
+                } else {
+                    e
+                }
+            })
+            .map(|e| e.build())
+            .collect();
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        for e in &exs {
+            h.an.on_exchange(e, &mut out);
+        }
+        let el = t.elapsed();
+        eprintln!(
+            "{} exchanges in {:?}: {:.0} exchanges/s, {} findings, {} sessions",
+            exs.len(),
+            el,
+            exs.len() as f64 / el.as_secs_f64(),
+            out.len(),
+            h.an.sessions()
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Which service an exchange belongs to: `[[services]]` by host (exact or
+//! `*.suffix`), else the name of the process that captured it, else
+//! `default`. Names are interned into a bounded table, so a hostile `Host`
+//! header can never create a label value.
+
+use std::collections::HashMap;
+
+use sessionwatch_http::Exchange;
+
+use crate::config::ServiceConfig;
+use crate::stats::MAX_SERVICES;
+
+/// Host without port and trailing dot (`Shop.Example:443` → `Shop.Example`;
+/// `[::1]:8080` → `::1`). Case is kept; comparisons ignore it.
+pub fn bare_host(host: &str) -> &str {
+    let h = host.trim();
+    let h = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match h.rsplit_once(':') {
+            Some((name, port))
+                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                name
+            }
+            _ => h,
+        }
+    };
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+/// Resolves and interns service names.
+#[derive(Debug, Clone)]
+pub struct ServiceResolver {
+    rules: Vec<(Box<str>, u16)>,
+    ids: HashMap<Box<str>, u16>,
+    names: Vec<Box<str>>,
+    /// Exchanges assigned to `other` because the table was full.
+    pub overflow: u64,
+}
+
+/// Name used when neither config nor process names the service.
+pub const DEFAULT_SERVICE: &str = "default";
+/// Name used once the table is full.
+pub const OTHER_SERVICE: &str = "other";
+
+impl ServiceResolver {
+    /// Builds the resolver; configured services get the first ids.
+    pub fn new(services: &[ServiceConfig]) -> ServiceResolver {
+        let mut r = ServiceResolver {
+            rules: Vec::new(),
+            ids: HashMap::new(),
+            names: Vec::new(),
+            overflow: 0,
+        };
+        for s in services {
+            let id = r.intern(&s.name);
+            for h in &s.hosts {
+                r.rules.push((h.as_str().into(), id));
+            }
+        }
+        r
+    }
+
+    fn intern(&mut self, name: &str) -> u16 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        if self.names.len() >= MAX_SERVICES - 1 && name != OTHER_SERVICE {
+            self.overflow += 1;
+            return self.intern(OTHER_SERVICE);
+        }
+        let id = self.names.len() as u16;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The service of an exchange.
+    pub fn resolve(&mut self, ex: &Exchange) -> u16 {
+        if let Some(host) = ex.request.host.as_deref() {
+            let h = bare_host(host);
+            if let Some((_, id)) = self.rules.iter().find(|(p, _)| host_matches(p, h)) {
+                return *id;
+            }
+        }
+        match ex
+            .conn
+            .process
+            .as_ref()
+            .map(|p| p.comm.as_str())
+            .filter(|c| !c.is_empty())
+        {
+            Some(comm) => {
+                // comm is at most 16 bytes in the kernel; bound it anyway.
+                let comm = &comm[..comm.len().min(crate::url::floor_char_boundary(comm, 32))];
+                self.intern(comm)
+            }
+            None => self.intern(DEFAULT_SERVICE),
+        }
+    }
+
+    /// Name of service `id`.
+    pub fn name(&self, id: u16) -> &str {
+        self.names.get(usize::from(id)).map_or(OTHER_SERVICE, |s| s)
+    }
+
+    /// Services known so far.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether none is known.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(bare_host("Shop.Example:443"), "Shop.Example");
+        assert_eq!(bare_host("[::1]:8080"), "::1");
+        assert_eq!(bare_host("shop.example."), "shop.example");
+        assert_eq!(bare_host("::1"), "::1");
+        assert!(host_matches("*.shop.example", "api.SHOP.example"));
+        assert!(!host_matches("*.shop.example", "shop.example"));
+        assert!(!host_matches("*.shop.example", "evilshop.example"));
+        assert!(host_matches("shop.example", "SHOP.EXAMPLE"));
+    }
+}

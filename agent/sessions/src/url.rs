@@ -1,0 +1,208 @@
+//! Request targets: the path, session IDs carried in the URL, and the
+//! redacted path written into findings.
+//!
+//! Session IDs appear in URLs as query parameters (`?PHPSESSID=…` from PHP's
+//! `session.use_trans_sid`, `?sid=…`) and as path parameters
+//! (`/cart;jsessionid=…` from servlet URL rewriting). Both leak through
+//! `Referer`, logs and browser history (CWE-598).
+
+/// Where in the URL a session ID was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlLocation {
+    /// The query string.
+    Query,
+    /// A `;name=value` path parameter.
+    PathParameter,
+}
+
+impl UrlLocation {
+    /// Stable evidence value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UrlLocation::Query => "query",
+            UrlLocation::PathParameter => "path_parameter",
+        }
+    }
+}
+
+/// The path part of a request target (no query, no fragment). Absolute-form
+/// targets (`http://host/path`) yield their path; `*` and authority-form
+/// yield themselves.
+pub fn path_of(target: &str) -> &str {
+    let t = match target.find("://") {
+        Some(i) if !target[..i].contains('/') => {
+            let rest = &target[i + 3..];
+            match rest.find('/') {
+                Some(j) => &rest[j..],
+                None => "/",
+            }
+        }
+        _ => target,
+    };
+    let end = t.find(['?', '#']).unwrap_or(t.len());
+    &t[..end]
+}
+
+/// The query string of a request target (after `?`, before `#`), if any.
+pub fn query_of(target: &str) -> Option<&str> {
+    let q = &target[target.find('?')? + 1..];
+    Some(&q[..q.find('#').unwrap_or(q.len())])
+}
+
+/// Path with its `;params` removed from every segment, as servlet containers
+/// route it (`/cart;jsessionid=X/item` → `/cart/item`). Allocates only when
+/// a `;` is present.
+pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split(';').next().unwrap_or(""));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Calls `f(name, value, location)` for every query parameter and path
+/// parameter of `target` (at most `max` in total).
+pub fn for_each_param<'a>(
+    target: &'a str,
+    max: usize,
+    mut f: impl FnMut(&'a str, &'a str, UrlLocation),
+) {
+    let mut n = 0;
+    let path = path_of(target);
+    for seg in path.split('/') {
+        for param in seg.split(';').skip(1) {
+            if n >= max {
+                return;
+            }
+            n += 1;
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            f(k, v, UrlLocation::PathParameter);
+        }
+    }
+    if let Some(q) = query_of(target) {
+        for param in q.split('&') {
+            if n >= max {
+                return;
+            }
+            n += 1;
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            f(k, v, UrlLocation::Query);
+        }
+    }
+}
+
+/// The path for a finding: no query string, path parameters whose name
+/// `is_secret` replaced by `[redacted]`, bounded to `max` bytes.
+pub fn redacted_path(target: &str, max: usize, is_secret: impl Fn(&str) -> bool) -> String {
+    let path = path_of(target);
+    let mut out = String::with_capacity(path.len().min(max));
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut parts = seg.split(';');
+        out.push_str(parts.next().unwrap_or(""));
+        for p in parts {
+            out.push(';');
+            match p.split_once('=') {
+                Some((k, _)) if is_secret(k) => {
+                    out.push_str(k);
+                    out.push_str("=[redacted]");
+                }
+                _ => out.push_str(p),
+            }
+        }
+        if out.len() > max {
+            break;
+        }
+    }
+    truncate_utf8(&mut out, max);
+    out
+}
+
+/// Truncates to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Largest char boundary of `s` at or below `max`.
+pub fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if max >= s.len() {
+        return s.len();
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(path_of("/a/b?x=1#f"), "/a/b");
+        assert_eq!(path_of("http://shop.example/cart?x"), "/cart");
+        assert_eq!(path_of("https://shop.example"), "/");
+        assert_eq!(path_of("*"), "*");
+        assert_eq!(path_of("/redirect?to=http://x/y"), "/redirect");
+        assert_eq!(query_of("/a?b=1&c=2#x"), Some("b=1&c=2"));
+        assert_eq!(query_of("/a"), None);
+        assert_eq!(route_path("/cart;jsessionid=ABC/item;v=2"), "/cart/item");
+        assert_eq!(route_path("/plain"), "/plain");
+    }
+
+    #[test]
+    fn params() {
+        let mut seen = vec![];
+        for_each_param(
+            "/shop;jsessionid=A1B2/cart?PHPSESSID=abc&x=1&flag",
+            10,
+            |k, v, l| seen.push((k.to_owned(), v.to_owned(), l)),
+        );
+        assert_eq!(
+            seen[0],
+            (
+                "jsessionid".into(),
+                "A1B2".into(),
+                UrlLocation::PathParameter
+            )
+        );
+        assert_eq!(
+            seen[1],
+            ("PHPSESSID".into(), "abc".into(), UrlLocation::Query)
+        );
+        assert_eq!(seen.len(), 4);
+        let mut n = 0;
+        let big = format!("/x?{}", "a=1&".repeat(10_000));
+        for_each_param(&big, 64, |_, _, _| n += 1);
+        assert_eq!(n, 64);
+    }
+
+    #[test]
+    fn redaction() {
+        let secret = |k: &str| k.eq_ignore_ascii_case("jsessionid");
+        assert_eq!(
+            redacted_path("/cart;JSESSIONID=ABCDEF?PHPSESSID=x", 1024, secret),
+            "/cart;JSESSIONID=[redacted]"
+        );
+        assert_eq!(redacted_path("/a;v=1/b", 1024, secret), "/a;v=1/b");
+        let long = format!("/{}", "é".repeat(1000));
+        let r = redacted_path(&long, 100, secret);
+        assert!(r.len() <= 100);
+    }
+}
