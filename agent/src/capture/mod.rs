@@ -1,0 +1,35 @@
+//! Live capture: eBPF programs in, ordered per-connection byte streams out.
+//!
+//! ```text
+//! SSL_read/SSL_write(_ex) uprobes ─┐
+//! socket syscall tracepoints ──────┼─ ring buffer ─► records ─► tracker ─► StreamSink
+//! accept/connect/close, sock state ┘   + per-CPU        (parse)   (/proc fallback,
+//!                                        counters                   gaps, role filter)
+//! ```
+//!
+//! Use:
+//! ```no_run
+//! # async fn demo(sink: &mut dyn sessionwatch_streams::StreamSink) -> Result<(), sessionwatch::capture::CaptureError> {
+//! use sessionwatch::capture::{CaptureConfig, LiveCapture, shutdown_signal};
+//! let mut capture = LiveCapture::start(&CaptureConfig::default())?;
+//! let stats = capture.stats_handle(); // for /metrics and /readyz
+//! capture.run(sink, shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! How capture works, what it covers and what not: `docs/capture.md`.
+
+mod config;
+mod error;
+mod live;
+mod procfs;
+mod records;
+mod stats;
+pub mod targets;
+mod tracker;
+
+pub use config::CaptureConfig;
+pub use error::CaptureError;
+pub use live::{LiveCapture, object_embedded, shutdown_signal};
+pub use stats::{CaptureStats, LossReason, PerSource, StatsHandle};
+pub use targets::{ScanReport, TargetKind, TargetReport, TargetStatus, TlsFlavor, discover};
