@@ -1,0 +1,238 @@
+//! The subcommands behind the `sessionwatch` binary. Each returns the process
+//! exit code: 0 success, 1 `--fail-on` threshold reached, 2 bad input or an
+//! error that stops the command (with one clear message on stderr).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sessionwatch_sessions::Severity;
+
+use crate::config::Config;
+use crate::export::admin::{self, AdminState};
+use crate::export::alerts::{FindingFanout, JsonLinesSink};
+use crate::export::metrics::Metrics;
+use crate::export::summary::Summary;
+use crate::pipeline::Pipeline;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: `--fail-on` threshold reached.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit code: bad input, bad config or an environment problem.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Sets up `tracing` on stderr. `RUST_LOG` wins over `--log-level`.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn fail(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("sessionwatch: error: {msg}");
+    EXIT_ERROR
+}
+
+/// `sessionwatch check-config FILE`.
+pub fn check_config(file: &Path) -> u8 {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = Pipeline::validate(&config) {
+        return fail(format_args!("{}: {e}", file.display()));
+    }
+    println!("# {}: valid; effective configuration:", file.display());
+    print!("{}", config.to_toml());
+    EXIT_OK
+}
+
+/// Options of `sessionwatch replay`.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Capture files, analysed in order as one timeline.
+    pub files: Vec<PathBuf>,
+    /// Config file.
+    pub config: Option<PathBuf>,
+    /// JSON-lines destination (`-` = stdout).
+    pub alerts: Option<String>,
+    /// Prometheus text of the run.
+    pub metrics_out: Option<PathBuf>,
+    /// Exit 1 when a finding at or above this severity exists.
+    pub fail_on: Option<Severity>,
+}
+
+/// `sessionwatch replay FILE...`.
+pub fn replay(opts: ReplayOptions) -> u8 {
+    let config = match Config::load_or_default(opts.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let dest = opts
+        .alerts
+        .clone()
+        .unwrap_or_else(|| config.alerting.json.clone());
+    let json = match JsonLinesSink::open(&dest) {
+        Ok(j) => j,
+        Err(e) => return fail(e),
+    };
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(Mutex::new(m)),
+        Err(e) => return fail(e),
+    };
+    let findings = FindingFanout {
+        json,
+        metrics: metrics.clone(),
+        summary: Summary::default(),
+    };
+    let mut pipeline = match Pipeline::new(&config, findings) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut result = Ok(());
+    for file in &opts.files {
+        if let Err(e) = pipeline.replay_file(file) {
+            result = Err(e);
+            break;
+        }
+    }
+    pipeline.finish();
+    if let Ok(mut m) = metrics.lock() {
+        pipeline.sync_metrics(&mut m);
+    }
+    let summary = pipeline.summary();
+    eprint!("{summary}");
+    if let Some(path) = &opts.metrics_out {
+        let text = metrics.lock().map(|m| m.render()).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text) {
+            return fail(format_args!(
+                "{}: cannot write metrics: {e}",
+                path.display()
+            ));
+        }
+    }
+    if let Err(e) = result {
+        // Findings up to the bad spot were already written: a truncated pcap
+        // still yields what it holds, but the exit code says it was bad.
+        return fail(e);
+    }
+    match (opts.fail_on, summary.max_severity()) {
+        (Some(threshold), Some(max)) if max >= threshold => {
+            eprintln!("sessionwatch: findings at or above {threshold}: exit 1");
+            EXIT_FINDINGS
+        }
+        _ => EXIT_OK,
+    }
+}
+
+/// Options of `sessionwatch run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Config file.
+    pub config: Option<PathBuf>,
+    /// Admin endpoint address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// JSON-lines destination.
+    pub alerts: Option<String>,
+}
+
+/// `sessionwatch run`: live capture until SIGINT/SIGTERM.
+pub fn run_live(opts: RunOptions) -> u8 {
+    let config = match Config::load_or_default(opts.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run_live_async(config, opts))
+}
+
+async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
+    let dest = opts
+        .alerts
+        .clone()
+        .unwrap_or_else(|| config.alerting.json.clone());
+    let json = match JsonLinesSink::open(&dest) {
+        Ok(j) => j,
+        Err(e) => return fail(e),
+    };
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(Mutex::new(m)),
+        Err(e) => return fail(e),
+    };
+    let findings = FindingFanout {
+        json,
+        metrics: metrics.clone(),
+        summary: Summary::default(),
+    };
+    let pipeline = match Pipeline::new(&config, findings) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut capture = match crate::capture::LiveCapture::start(&config.capture) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let capture_stats = capture.stats_handle();
+    let refresh: admin::Refresh = Arc::new(move |m: &mut Metrics| {
+        crate::pipeline::sync_capture_metrics(&capture_stats, m);
+    });
+    let listen = opts.metrics_listen.unwrap_or(config.admin.listen);
+    let state = AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        refresh: Some(refresh),
+    };
+    let (bound, _admin) = match admin::serve(listen, state).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    tracing::info!(%bound, "admin endpoint serving /metrics, /healthz, /readyz");
+    let pipeline = Arc::new(Mutex::new(pipeline));
+    ready.store(true, Ordering::Release);
+    let result = crate::pipeline::run_live(
+        &mut capture,
+        pipeline.clone(),
+        metrics.clone(),
+        crate::capture::shutdown_signal(),
+    )
+    .await;
+    ready.store(false, Ordering::Release);
+    if let Ok(mut p) = pipeline.lock() {
+        p.finish();
+        if let Ok(mut m) = metrics.lock() {
+            p.sync_metrics(&mut m);
+        }
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped; probes detached");
+            EXIT_OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `sessionwatch targets`.
+pub fn targets(config: Option<&Path>) -> u8 {
+    let config = match Config::load_or_default(config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let report = crate::capture::targets::discover(&config.capture);
+    print!("{report}");
+    EXIT_OK
+}

@@ -1,0 +1,290 @@
+//! The agent's TOML configuration.
+//!
+//! Every key is optional; the defaults are embedded in the binary
+//! (`default-config.toml`, printed by `sessionwatch check-config`). Unknown
+//! keys are errors, reported with line and column, so a typo never silently
+//! turns a policy off.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sessionwatch_sessions::AnalysisConfig;
+use sessionwatch_sessions::config::{
+    DetectorsConfig, NetworkConfig, PolicyConfig, RoutesConfig, ServiceConfig, SessionsConfig,
+};
+
+use crate::capture::CaptureConfig;
+
+/// The configuration shipped inside the binary: every key with its default
+/// and a comment. `run` without `--config` uses exactly this.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default-config.toml");
+
+/// Errors loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the
+    /// wrong type. The message carries line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file (or `<embedded>`).
+        path: PathBuf,
+        /// The parser's message, with line, column and the offending text.
+        message: String,
+    },
+    /// A value parsed but is not acceptable (bad CIDR, empty list, …).
+    #[error("{path}: invalid value for {key}: {reason}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key, e.g. `network.trusted_proxies`.
+        key: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+/// `[admin]`: the HTTP endpoint with `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of the admin endpoint (`--metrics-listen` overrides).
+    pub listen: SocketAddr,
+}
+
+impl AdminConfig {
+    /// Design default: every interface, port 9477.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9477);
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Self::DEFAULT_LISTEN,
+        }
+    }
+}
+
+/// `[agent]`: identity of this agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Node name written into findings. Unset: `$NODE_NAME` (set from the
+    /// Kubernetes downward API), else the host name.
+    pub node_name: Option<String>,
+}
+
+/// `[alerting]`: where findings go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// JSON-lines destination: `-` for stdout or a file path (appended).
+    /// `--alerts` overrides.
+    pub json: String,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig { json: "-".into() }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[policy]`: the session policy (timeouts, cookie lifetime, entropy).
+    pub policy: PolicyConfig,
+    /// `[sessions]`: session cookie names and session-table bounds.
+    pub sessions: SessionsConfig,
+    /// `[routes]`: login, logout, privilege and sensitive routes.
+    pub routes: RoutesConfig,
+    /// `[network]`: trusted proxies.
+    pub network: NetworkConfig,
+    /// `[detectors]`: detectors switched off.
+    pub detectors: DetectorsConfig,
+    /// `[[services]]`: service names by host.
+    pub services: Vec<ServiceConfig>,
+    /// `[capture]`: what live capture attaches to.
+    pub capture: CaptureConfig,
+    /// `[alerting]`: finding sinks.
+    pub alerting: AlertingConfig,
+    /// `[admin]`: metrics and health endpoint.
+    pub admin: AdminConfig,
+    /// `[agent]`: node identity.
+    pub agent: AgentConfig,
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Self::parse(DEFAULT_CONFIG_TOML, Path::new("<embedded default config>"))
+    }
+
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// `--config FILE` when given, else the embedded default.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::embedded(),
+        }
+    }
+
+    /// Parses TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        if self.sessions.cookie_names.iter().any(|n| n.is_empty()) {
+            return Err(invalid("sessions.cookie_names", "empty cookie name".into()));
+        }
+        if self.sessions.max_sessions == 0 {
+            return Err(invalid(
+                "sessions.max_sessions",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.policy.idle_timeout.is_zero() || self.policy.absolute_timeout.is_zero() {
+            return Err(invalid(
+                "policy",
+                "timeouts must be longer than zero".into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for s in &self.services {
+            if s.name.is_empty() || s.name.len() > 64 {
+                return Err(invalid(
+                    "services.name",
+                    format!("{:?}: 1 to 64 characters", s.name),
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    "services.name",
+                    format!("{:?} appears twice", s.name),
+                ));
+            }
+        }
+        if self.alerting.json.is_empty() {
+            return Err(invalid(
+                "alerting.json",
+                "use \"-\" for stdout or a file path".into(),
+            ));
+        }
+        // Route globs, CIDRs and detector ids are checked by the analysis
+        // stage itself when it is built (`Analyzer::new`), with key names.
+        Ok(())
+    }
+
+    /// The effective config as TOML (for `check-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The node name: `[agent] node_name`, `$NODE_NAME`, or the host name.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = self.agent.node_name.as_ref().filter(|n| !n.is_empty()) {
+            return n.clone();
+        }
+        if let Ok(n) = std::env::var("NODE_NAME")
+            && !n.is_empty()
+        {
+            return n;
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// The analysis stages' view of this config.
+    pub fn analysis(&self) -> AnalysisConfig {
+        AnalysisConfig {
+            policy: self.policy.clone(),
+            sessions: self.sessions.clone(),
+            routes: self.routes.clone(),
+            network: self.network.clone(),
+            detectors: self.detectors.clone(),
+            services: self.services.clone(),
+            node: self.node_name(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_matches_code_defaults() {
+        let embedded = Config::embedded().expect("embedded config must parse");
+        // The embedded file documents every default; it must not drift from
+        // the `Default` impls the code falls back to for missing keys.
+        assert_eq!(embedded, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line_and_column() {
+        let err = Config::parse("[policy]\nidle_timout = \"5m\"\n", Path::new("x.toml"))
+            .expect_err("typo must be rejected");
+        let msg = err.to_string();
+        assert!(msg.contains("x.toml"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("idle_timout"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_is_rejected() {
+        let err = Config::parse("[policy]\nidle_timeout = \"soon\"\n", Path::new("x.toml"))
+            .expect_err("bad duration");
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn partial_config_keeps_other_defaults() {
+        let c = Config::parse("[policy]\nidle_timeout = \"5m\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.policy.idle_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(
+            c.policy.absolute_timeout,
+            PolicyConfig::DEFAULT_ABSOLUTE_TIMEOUT
+        );
+        assert_eq!(c.sessions, SessionsConfig::default());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        let again = Config::parse(&c.to_toml(), Path::new("rt.toml")).unwrap();
+        assert_eq!(c, again);
+    }
+}

@@ -1,0 +1,287 @@
+//! Prometheus metrics (names and labels are the design's stable contract).
+//!
+//! The pipeline stages keep plain cumulative counters (no Prometheus
+//! dependency below this module); [`Metrics::apply`] turns their snapshots
+//! into counter increments. Labels are bounded: never IDs, IPs, paths or user
+//! agents — `service` is already capped by the analysis stage.
+
+use std::collections::HashMap;
+
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Metric namespace.
+const NS: &str = "sessionwatch";
+
+/// One service's session-age histogram, as the analysis stage keeps it
+/// (cumulative bucket counts by upper bound, sum, count).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgeSnapshot {
+    /// `service` label.
+    pub service: String,
+    /// (upper bound in seconds, cumulative count).
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of observed ages, seconds.
+    pub sum: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+/// Every metric the agent exports, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    /// `sessionwatch_findings_total{detector,severity,service}`.
+    pub findings: IntCounterVec,
+    /// `sessionwatch_http_exchanges_total{service,protocol,tls}`.
+    pub http_exchanges: IntCounterVec,
+    /// `sessionwatch_sessions_tracked{service}`.
+    pub sessions_tracked: IntGaugeVec,
+    /// `sessionwatch_sessions_evicted_total{reason}`.
+    pub sessions_evicted: IntCounterVec,
+    /// `sessionwatch_session_age_seconds{service}`: age of sessions when they
+    /// end (logout, rotation, eviction, end of input). The analysis stage
+    /// keeps the histogram; it is exported as is at scrape time.
+    pub session_ages: Vec<AgeSnapshot>,
+    /// `sessionwatch_capture_events_total{source}`.
+    pub capture_events: IntCounterVec,
+    /// `sessionwatch_capture_lost_total{source,reason}`.
+    pub capture_lost: IntCounterVec,
+    /// `sessionwatch_capture_truncated_total{source}`.
+    pub capture_truncated: IntCounterVec,
+    /// `sessionwatch_parse_errors_total{protocol,kind}`.
+    pub parse_errors: IntCounterVec,
+    /// `sessionwatch_attached_targets`.
+    pub attached_targets: IntGauge,
+    /// `sessionwatch_build_info{version}`.
+    pub build_info: IntGaugeVec,
+    /// Last cumulative value applied per (metric, labels), to turn snapshots
+    /// of cumulative stage counters into increments.
+    applied: HashMap<(&'static str, Vec<String>), u64>,
+}
+
+/// Errors registering metrics (only possible through a programming error:
+/// a duplicate or invalid metric name).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let c = IntCounterVec::new(Opts::new(name, help).namespace(NS), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let findings = counter(
+            "findings_total",
+            "Findings reported, by detector, severity and service.",
+            &["detector", "severity", "service"],
+        )?;
+        let http_exchanges = counter(
+            "http_exchanges_total",
+            "HTTP request/response exchanges analysed.",
+            &["service", "protocol", "tls"],
+        )?;
+        let sessions_evicted = counter(
+            "sessions_evicted_total",
+            "Sessions dropped from the session table, by reason.",
+            &["reason"],
+        )?;
+        let capture_events = counter(
+            "capture_events_total",
+            "Capture events received, by source.",
+            &["source"],
+        )?;
+        let capture_lost = counter(
+            "capture_lost_total",
+            "Capture events or bytes lost before analysis, by source and reason.",
+            &["source", "reason"],
+        )?;
+        let capture_truncated = counter(
+            "capture_truncated_total",
+            "Captured payloads cut at the payload cap, by source.",
+            &["source"],
+        )?;
+        let parse_errors = counter(
+            "parse_errors_total",
+            "Protocol parse errors and counted skips, by protocol and kind.",
+            &["protocol", "kind"],
+        )?;
+        let sessions_tracked = IntGaugeVec::new(
+            Opts::new(
+                "sessions_tracked",
+                "Sessions currently in the session table.",
+            )
+            .namespace(NS),
+            &["service"],
+        )?;
+        registry.register(Box::new(sessions_tracked.clone()))?;
+        let attached_targets = IntGauge::with_opts(
+            Opts::new(
+                "attached_targets",
+                "Libraries and executables with probes attached.",
+            )
+            .namespace(NS),
+        )?;
+        registry.register(Box::new(attached_targets.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Build information; always 1.").namespace(NS),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Metrics {
+            registry,
+            findings,
+            http_exchanges,
+            sessions_tracked,
+            sessions_evicted,
+            session_ages: Vec::new(),
+            capture_events,
+            capture_lost,
+            capture_truncated,
+            parse_errors,
+            attached_targets,
+            build_info,
+            applied: HashMap::new(),
+        })
+    }
+
+    /// Brings `counter{labels}` up to the cumulative value `total`.
+    ///
+    /// Stage counters only grow; a smaller value (a stage was rebuilt) is
+    /// taken as a new base rather than decrementing a Prometheus counter.
+    pub fn apply_cumulative(
+        &mut self,
+        metric: &'static str,
+        counter: &IntCounterVec,
+        labels: &[&str],
+        total: u64,
+    ) {
+        let key = (
+            metric,
+            labels.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        );
+        let last = self.applied.entry(key).or_insert(0);
+        if total > *last {
+            counter.with_label_values(labels).inc_by(total - *last);
+        }
+        *last = total;
+    }
+
+    fn session_age_family(&self) -> MetricFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(format!("{NS}_session_age_seconds"));
+        family.set_help(
+            "Age of sessions when they end (logout, rotation, eviction, end of input).".into(),
+        );
+        family.set_field_type(MetricType::HISTOGRAM);
+        for age in &self.session_ages {
+            let mut label = LabelPair::default();
+            label.set_name("service".into());
+            label.set_value(age.service.clone());
+            let mut h = Histogram::default();
+            h.set_sample_count(age.count);
+            h.set_sample_sum(age.sum);
+            h.set_bucket(
+                age.buckets
+                    .iter()
+                    .map(|(le, n)| {
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(*le);
+                        b.set_cumulative_count(*n);
+                        b
+                    })
+                    .collect(),
+            );
+            let mut m = Metric::from_label(vec![label]);
+            m.set_histogram(h);
+            family.mut_metric().push(m);
+        }
+        family
+    }
+
+    /// The registry (for tests and custom collectors).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        let mut families = self.registry.gather();
+        if !self.session_ages.is_empty() {
+            families.push(self.session_age_family());
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        if let Err(e) = encoder.encode(&families, &mut buf) {
+            return format!("# encoding error: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_contract_names() {
+        let mut m = Metrics::new().unwrap();
+        m.findings
+            .with_label_values(&["cookie_missing_secure", "medium", "shop"])
+            .inc();
+        m.http_exchanges
+            .with_label_values(&["shop", "http1", "true"])
+            .inc();
+        m.sessions_tracked.with_label_values(&["shop"]).set(3);
+        m.sessions_evicted.with_label_values(&["capacity"]).inc();
+        m.session_ages.push(AgeSnapshot {
+            service: "shop".into(),
+            buckets: vec![(60.0, 1), (300.0, 1)],
+            sum: 42.0,
+            count: 1,
+        });
+        m.capture_events.with_label_values(&["tls"]).inc();
+        m.capture_lost
+            .with_label_values(&["tls", "ringbuf_full"])
+            .inc();
+        m.capture_truncated.with_label_values(&["tls"]).inc();
+        m.parse_errors
+            .with_label_values(&["http1", "invalid_head"])
+            .inc();
+        m.attached_targets.set(2);
+        let text = m.render();
+        for name in [
+            "sessionwatch_findings_total{detector=\"cookie_missing_secure\",service=\"shop\",severity=\"medium\"} 1",
+            "sessionwatch_http_exchanges_total{protocol=\"http1\",service=\"shop\",tls=\"true\"} 1",
+            "sessionwatch_sessions_tracked{service=\"shop\"} 3",
+            "sessionwatch_sessions_evicted_total{reason=\"capacity\"} 1",
+            "sessionwatch_session_age_seconds_bucket{service=\"shop\",le=\"60\"} 1",
+            "sessionwatch_capture_events_total{source=\"tls\"} 1",
+            "sessionwatch_capture_lost_total{reason=\"ringbuf_full\",source=\"tls\"} 1",
+            "sessionwatch_capture_truncated_total{source=\"tls\"} 1",
+            "sessionwatch_parse_errors_total{kind=\"invalid_head\",protocol=\"http1\"} 1",
+            "sessionwatch_attached_targets 2",
+            "sessionwatch_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn cumulative_snapshots_become_increments() {
+        let mut m = Metrics::new().unwrap();
+        let c = m.parse_errors.clone();
+        m.apply_cumulative("parse_errors", &c, &["http1", "resync"], 5);
+        m.apply_cumulative("parse_errors", &c, &["http1", "resync"], 7);
+        m.apply_cumulative("parse_errors", &c, &["http1", "resync"], 7);
+        assert_eq!(c.with_label_values(&["http1", "resync"]).get(), 7);
+    }
+}

@@ -1,0 +1,322 @@
+//! The analysis pipeline shared by `replay` and `run`:
+//! `StreamEvent` → HTTP stage → analyzer → findings.
+//!
+//! Replay feeds it from pcap files through TCP reassembly; live capture feeds
+//! it the same stream events from the ring buffer. One `Pipeline` holds all
+//! analysis state, so it is driven from one task.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use sessionwatch_http::h1::{H1Stage, Limits};
+use sessionwatch_http::{Exchange, ExchangeSink};
+use sessionwatch_sessions::{Analyzer, EvictReason, HashKey};
+use sessionwatch_streams::pcap::{PcapReader, ReadError};
+use sessionwatch_streams::reassembly::{Reassembler, ReassemblyConfig};
+use sessionwatch_streams::replay::replay_into;
+use sessionwatch_streams::{StreamEvent, StreamSink};
+
+use crate::capture::{CaptureError, LiveCapture, StatsHandle};
+use crate::config::Config;
+use crate::export::alerts::FindingFanout;
+use crate::export::metrics::{AgeSnapshot, Metrics};
+use crate::export::summary::Summary;
+
+/// Errors building or driving the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The session-ID hash key could not be made or read.
+    #[error("session hash key: {0}")]
+    HashKey(#[from] sessionwatch_sessions::HashKeyError),
+    /// The analysis configuration is invalid (the message names the key).
+    #[error("config: {0}")]
+    Config(#[from] sessionwatch_sessions::ConfigError),
+    /// A capture file is unreadable or corrupt (the message names the file
+    /// and the byte offset).
+    #[error("{0}")]
+    Input(#[from] ReadError),
+    /// Live capture failed.
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
+}
+
+/// The analysis stage behind the HTTP stage: each exchange goes through the
+/// analyzer, each finding to the fan-out.
+pub struct AnalysisStage {
+    analyzer: Analyzer,
+    findings: FindingFanout,
+}
+
+impl ExchangeSink for AnalysisStage {
+    fn on_exchange(&mut self, exchange: Exchange) {
+        self.analyzer.on_exchange(&exchange, &mut self.findings);
+    }
+}
+
+/// Replay-side totals across files.
+#[derive(Debug, Default)]
+struct InputTotals {
+    files: u64,
+    packets: u64,
+    connections: u64,
+    bytes_missing: u64,
+    skipped: std::collections::BTreeMap<&'static str, u64>,
+    truncated_files: u64,
+}
+
+/// Stream events → exchanges → findings.
+pub struct Pipeline {
+    http: H1Stage<AnalysisStage>,
+    reassembler: Reassembler,
+    totals: InputTotals,
+}
+
+impl Pipeline {
+    /// Checks the analysis part of a config without building a pipeline
+    /// (for `check-config`): routes, CIDRs, detector ids, services, the hash
+    /// key file.
+    pub fn validate(config: &Config) -> Result<(), PipelineError> {
+        sessionwatch_sessions::validate(&config.analysis())?;
+        if let Some(path) = &config.sessions.hash_key_file {
+            HashKey::from_file(path)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the pipeline; findings go to `findings`.
+    pub fn new(config: &Config, findings: FindingFanout) -> Result<Pipeline, PipelineError> {
+        let key = match &config.sessions.hash_key_file {
+            Some(path) => HashKey::from_file(path)?,
+            None => HashKey::random()?,
+        };
+        let analyzer = Analyzer::new(config.analysis(), key)?;
+        Ok(Pipeline {
+            http: H1Stage::new(AnalysisStage { analyzer, findings }, Limits::default()),
+            reassembler: Reassembler::new(ReassemblyConfig::default()),
+            totals: InputTotals::default(),
+        })
+    }
+
+    /// Analyses one capture file. Files replayed one after another form one
+    /// timeline (rotated captures stay joined). On a corrupt file the
+    /// findings up to the bad spot are kept and the error names the file and
+    /// byte offset.
+    pub fn replay_file(&mut self, path: &Path) -> Result<(), PipelineError> {
+        self.totals.files += 1;
+        let mut reader = PcapReader::open(path)?;
+        let result = replay_into(&mut reader, &mut self.reassembler, &mut self.http);
+        let read = reader.stats();
+        self.totals.packets += read.packets;
+        for (reason, n) in read.skipped.iter() {
+            if n > 0 {
+                *self.totals.skipped.entry(reason.as_str()).or_default() += n;
+            }
+        }
+        if let Some(tail) = &read.truncated_tail {
+            self.totals.truncated_files += 1;
+            tracing::warn!(
+                file = %path.display(),
+                offset = tail.offset,
+                "capture file ends inside a record; analysed everything before it"
+            );
+            eprintln!(
+                "sessionwatch: warning: {}: byte offset {}: file ends inside a record (truncated capture); the records before it were analysed",
+                path.display(),
+                tail.offset
+            );
+        }
+        result?;
+        Ok(())
+    }
+
+    /// Ends the input: closes every open stream and session so the last
+    /// exchanges and session ages are counted. Safe to call twice.
+    pub fn finish(&mut self) {
+        self.reassembler.finish(&mut self.http);
+        self.http.finish();
+        self.http.sink_mut().analyzer.finish();
+    }
+
+    /// Copies the stage counters into the metrics.
+    pub fn sync_metrics(&self, m: &mut Metrics) {
+        let stats = self.http.sink().analyzer.stats();
+        for (service, protocol, tls, n) in stats.exchanges() {
+            let tls = if tls { "true" } else { "false" };
+            let c = m.http_exchanges.clone();
+            m.apply_cumulative("http_exchanges", &c, &[service, protocol, tls], n);
+        }
+        for (service, n) in stats.sessions_tracked() {
+            m.sessions_tracked
+                .with_label_values(&[service])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for reason in EvictReason::ALL {
+            let c = m.sessions_evicted.clone();
+            m.apply_cumulative(
+                "sessions_evicted",
+                &c,
+                &[reason.as_str()],
+                stats.evicted(reason),
+            );
+        }
+        m.session_ages = stats
+            .services
+            .iter()
+            .filter(|s| s.session_ages.count > 0)
+            .map(|s| AgeSnapshot {
+                service: s.name.clone(),
+                buckets: s.session_ages.cumulative().collect(),
+                sum: s.session_ages.sum,
+                count: s.session_ages.count,
+            })
+            .collect();
+        let c = m.parse_errors.clone();
+        for ((protocol, kind), n) in &self.http.stats().parse_errors {
+            m.apply_cumulative("parse_errors", &c, &[protocol, kind], *n);
+        }
+        // Packet-level skips of replay (non-TCP frames, unsupported link
+        // types…) are counted under protocol "capture".
+        let rs = self.reassembler.stats();
+        let mut skipped = self.totals.skipped.clone();
+        for (reason, n) in rs.skipped.iter() {
+            if n > 0 {
+                *skipped.entry(reason.as_str()).or_default() += n;
+            }
+        }
+        for (kind, n) in skipped {
+            m.apply_cumulative("parse_errors", &c, &["capture", kind], n);
+        }
+        if rs.bytes_missing > 0 || rs.gaps > 0 {
+            let lost = m.capture_lost.clone();
+            m.apply_cumulative(
+                "capture_lost",
+                &lost,
+                &["pcap", "gap_bytes"],
+                rs.bytes_missing,
+            );
+        }
+        if rs.packets > 0 {
+            let ev = m.capture_events.clone();
+            m.apply_cumulative("capture_events", &ev, &["pcap"], rs.packets);
+        }
+    }
+
+    /// The run's figures for the summary table.
+    pub fn summary(&self) -> Summary {
+        let stage = self.http.sink();
+        let stats = stage.analyzer.stats();
+        let rs = self.reassembler.stats();
+        let mut s = stage.findings.summary.clone();
+        s.files = self.totals.files;
+        s.packets = self.totals.packets.max(rs.packets);
+        s.connections = rs.flows_opened.max(self.totals.connections);
+        s.exchanges = stats.exchanges_total();
+        s.sessions = stats.sessions_seen();
+        s.bytes_missing = rs.bytes_missing.max(self.totals.bytes_missing);
+        for ((protocol, kind), n) in &self.http.stats().parse_errors {
+            *s.parse_errors
+                .entry((protocol.to_string(), kind.to_string()))
+                .or_default() += n;
+        }
+        for (reason, n) in self.totals.skipped.iter() {
+            *s.parse_errors
+                .entry(("capture".into(), reason.to_string()))
+                .or_default() += n;
+        }
+        for (reason, n) in rs.skipped.iter() {
+            if n > 0 {
+                *s.parse_errors
+                    .entry(("capture".into(), reason.as_str().into()))
+                    .or_default() += n;
+            }
+        }
+        if self.totals.truncated_files > 0 {
+            s.parse_errors.insert(
+                ("capture".into(), "truncated_file".into()),
+                self.totals.truncated_files,
+            );
+        }
+        s
+    }
+}
+
+impl StreamSink for Pipeline {
+    fn on_event(&mut self, event: StreamEvent<'_>) {
+        self.http.on_event(event);
+    }
+}
+
+/// Copies live-capture counters (read from the BPF maps) into the metrics.
+pub fn sync_capture_metrics(handle: &StatsHandle, m: &mut Metrics) {
+    let snap = handle.snapshot();
+    let events = m.capture_events.clone();
+    for (source, n) in snap.events.iter() {
+        m.apply_cumulative("capture_events", &events, &[source.as_str()], n);
+    }
+    let truncated = m.capture_truncated.clone();
+    for (source, n) in snap.truncated.iter() {
+        m.apply_cumulative("capture_truncated", &truncated, &[source.as_str()], n);
+    }
+    let lost = m.capture_lost.clone();
+    for (source, reason, n) in &snap.lost {
+        m.apply_cumulative(
+            "capture_lost",
+            &lost,
+            &[source.as_str(), reason.as_str()],
+            *n,
+        );
+    }
+    // Open/close records lost to a full ring: no payload bytes are lost
+    // (connections are recovered from /proc), but the loss is exported.
+    m.apply_cumulative(
+        "capture_lost",
+        &lost,
+        &["control", "ringbuf_full"],
+        snap.control_lost,
+    );
+    m.attached_targets
+        .set(i64::try_from(snap.attached_targets).unwrap_or(i64::MAX));
+}
+
+/// Adapter: locks the shared pipeline per event batch. The capture task is
+/// the only writer; the admin endpoint only takes the lock to read stats.
+struct SharedPipeline {
+    pipeline: Arc<Mutex<Pipeline>>,
+}
+
+impl StreamSink for SharedPipeline {
+    fn on_event(&mut self, event: StreamEvent<'_>) {
+        match self.pipeline.lock() {
+            Ok(mut p) => p.on_event(event),
+            Err(poisoned) => poisoned.into_inner().on_event(event),
+        }
+    }
+}
+
+/// Drives live capture into the pipeline until `shutdown` resolves, syncing
+/// the analysis metrics once a second.
+pub async fn run_live(
+    capture: &mut LiveCapture,
+    pipeline: Arc<Mutex<Pipeline>>,
+    metrics: Arc<Mutex<Metrics>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), PipelineError> {
+    let syncer = {
+        let pipeline = pipeline.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let (Ok(p), Ok(mut m)) = (pipeline.lock(), metrics.lock()) else {
+                    continue;
+                };
+                p.sync_metrics(&mut m);
+            }
+        })
+    };
+    let mut sink = SharedPipeline { pipeline };
+    let result = capture.run(&mut sink, shutdown).await;
+    syncer.abort();
+    result.map_err(PipelineError::from)
+}

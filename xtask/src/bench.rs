@@ -1,0 +1,512 @@
+//! `cargo xtask bench replay`: replay throughput against tshark.
+//!
+//! Generates a pcap with at least 1M HTTP/1.1 exchanges (keep-alive
+//! connections with session cookies, logins that rotate the ID, logouts),
+//! then times `sessionwatch replay` and `tshark` extracting the same fields
+//! from the same file, alternating A B A B A B, and writes the medians,
+//! spread and ratios with the machine and the commands to BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// Exchanges per generated connection (keep-alive).
+const EXCHANGES_PER_CONN: u32 = 10;
+
+/// Writes a classic pcap (Ethernet, microsecond timestamps).
+struct PcapWriter {
+    out: BufWriter<File>,
+    buf: Vec<u8>,
+}
+
+impl PcapWriter {
+    fn create(path: &Path) -> Result<PcapWriter> {
+        let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // magic, v2.4, thiszone, sigfigs, snaplen, linktype ethernet
+        out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
+        out.write_all(&2u16.to_le_bytes())?;
+        out.write_all(&4u16.to_le_bytes())?;
+        out.write_all(&0i32.to_le_bytes())?;
+        out.write_all(&0u32.to_le_bytes())?;
+        out.write_all(&65535u32.to_le_bytes())?;
+        out.write_all(&1u32.to_le_bytes())?;
+        Ok(PcapWriter {
+            out,
+            buf: Vec::with_capacity(2048),
+        })
+    }
+
+    /// One Ethernet/IPv4/TCP packet.
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(
+        &mut self,
+        ts_us: u64,
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<()> {
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let total = (20 + 20 + payload.len()) as u16;
+        b.extend_from_slice(&[0x45, 0]);
+        b.extend_from_slice(&total.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+        b.extend_from_slice(&src.0);
+        b.extend_from_slice(&dst.0);
+        let csum = ipv4_checksum(&b[14..34]);
+        b[24..26].copy_from_slice(&csum.to_be_bytes());
+        b.extend_from_slice(&src.1.to_be_bytes());
+        b.extend_from_slice(&dst.1.to_be_bytes());
+        b.extend_from_slice(&seq.to_be_bytes());
+        b.extend_from_slice(&ack.to_be_bytes());
+        b.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        b.extend_from_slice(payload);
+        let len = b.len() as u32;
+        self.out
+            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
+        self.out
+            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&self.buf)?;
+        Ok(())
+    }
+}
+
+fn ipv4_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in h.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+const FIN_ACK: u8 = 0x11;
+
+/// A cheap deterministic generator for IDs (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn id(&mut self) -> String {
+        format!("{:016x}{:016x}", self.next(), self.next())
+    }
+}
+
+/// Generates the benchmark pcap; returns the number of exchanges written.
+pub fn generate(path: &Path, exchanges: u64) -> Result<u64> {
+    let mut w = PcapWriter::create(path)?;
+    let mut rng = Rng(0x5e55_1057_a7c4_u64);
+    let server = ([192, 0, 2, 10], 8080u16);
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    ];
+    let mut ts: u64 = 1_764_000_000_000_000;
+    let mut written = 0u64;
+    let mut conn = 0u32;
+    let mut req = String::with_capacity(512);
+    let mut resp = String::with_capacity(512);
+    while written < exchanges {
+        conn += 1;
+        let client = (
+            [198, 51, (conn >> 8) as u8 % 100 + 100, conn as u8],
+            20000 + (conn % 40000) as u16,
+        );
+        let ua = agents[(conn % 3) as usize];
+        let (mut cseq, mut sseq) = (1_000u32.wrapping_mul(conn), 7_000u32.wrapping_mul(conn));
+        w.tcp(ts, client, server, cseq, 0, SYN, &[])?;
+        w.tcp(ts + 50, server, client, sseq, cseq + 1, SYN | ACK, &[])?;
+        cseq += 1;
+        sseq += 1;
+        w.tcp(ts + 100, client, server, cseq, sseq, ACK, &[])?;
+        let mut sid = rng.id();
+        for i in 0..EXCHANGES_PER_CONN {
+            ts += 2_000;
+            req.clear();
+            resp.clear();
+            let login = i == 1;
+            let logout = i == EXCHANGES_PER_CONN - 1 && conn.is_multiple_of(4);
+            let (method, path) = if login {
+                ("POST", "/login".to_string())
+            } else if logout {
+                ("GET", "/logout".to_string())
+            } else {
+                ("GET", format!("/products/{}?page={}", conn % 977, i))
+            };
+            let _ = write!(
+                req,
+                "{method} {path} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: {ua}\r\nAccept: text/html\r\n\
+                 Cookie: sessionid={sid}; theme=dark\r\nX-Forwarded-Proto: https\r\n"
+            );
+            if login {
+                req.push_str(
+                    "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\r\n",
+                );
+                req.push_str("username=alice&password=hunter");
+            } else {
+                req.push_str("\r\n");
+            }
+            let _ = write!(
+                resp,
+                "HTTP/1.1 {} \r\nServer: bench\r\nContent-Type: text/html\r\n",
+                if login { "302 Found" } else { "200 OK" }
+            );
+            if login {
+                sid = rng.id();
+                let _ = write!(
+                    resp,
+                    "Location: /\r\nSet-Cookie: sessionid={sid}; Path=/; Secure; HttpOnly; SameSite=Lax\r\n"
+                );
+            }
+            if logout {
+                resp.push_str("Set-Cookie: sessionid=; Max-Age=0; Path=/\r\n");
+            }
+            resp.push_str("Content-Length: 12\r\n\r\nhello world\n");
+            w.tcp(ts, client, server, cseq, sseq, PSH_ACK, req.as_bytes())?;
+            cseq = cseq.wrapping_add(req.len() as u32);
+            w.tcp(
+                ts + 300,
+                server,
+                client,
+                sseq,
+                cseq,
+                PSH_ACK,
+                resp.as_bytes(),
+            )?;
+            sseq = sseq.wrapping_add(resp.len() as u32);
+            written += 1;
+        }
+        ts += 1_000;
+        w.tcp(ts, client, server, cseq, sseq, FIN_ACK, &[])?;
+        w.tcp(ts + 50, server, client, sseq, cseq + 1, FIN_ACK, &[])?;
+        w.tcp(ts + 100, client, server, cseq + 1, sseq + 1, ACK, &[])?;
+    }
+    w.out.flush()?;
+    Ok(written)
+}
+
+/// One timed run of a child process.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    wall_s: f64,
+    cpu_s: f64,
+}
+
+/// Runs a command, discarding stdout, and measures wall time and CPU time
+/// (user + system of the reaped child, from this process's `cutime`/`cstime`
+/// before and after: the child is reaped before the second reading).
+fn timed(cmd: &mut Command) -> Result<(Run, String)> {
+    let before = rusage_children();
+    let start = Instant::now();
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("spawn benchmark command")?;
+    let wall_s = start.elapsed().as_secs_f64();
+    let after = rusage_children();
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}\n{}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((
+        Run {
+            wall_s,
+            cpu_s: after - before,
+        },
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// User + system seconds of all reaped children so far.
+fn rusage_children() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: cutime is field 16, cstime field 17.
+    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = 100.0; // USER_HZ on Linux
+    let cutime = f.get(13).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cstime = f.get(14).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (cutime + cstime) / tick
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {:.1} GiB RAM, kernel {}",
+        mem as f64 / 1048576.0,
+        kernel.trim()
+    )
+}
+
+/// Peak RSS of a command, measured by polling its /proc status `VmHWM`
+/// until it exits (resolution: the last poll before exit, every 5 ms).
+fn peak_rss(cmd: &mut Command) -> Result<u64> {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path)
+            && let Some(v) = s.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib = v
+                .split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
+            peak = peak.max(kib);
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(peak)
+}
+
+/// `cargo xtask bench replay`.
+pub fn replay(root: &Path, exchanges: u64, rounds: usize, sessionwatch: &Path) -> Result<()> {
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let pcap = dir.join(format!("replay-{exchanges}.pcap"));
+    if !pcap.exists() {
+        eprintln!(
+            "bench: generating {} ({exchanges} exchanges)",
+            pcap.display()
+        );
+        generate(&pcap, exchanges)?;
+    }
+    let small = dir.join("replay-100000.pcap");
+    if !small.exists() {
+        generate(&small, 100_000)?;
+    }
+    let size = std::fs::metadata(&pcap)?.len();
+    if which("tshark").is_none() {
+        bail!("tshark is not installed: apt-get install tshark (it is the peer of this benchmark)");
+    }
+    let sw = |file: &Path| {
+        let mut c = Command::new(sessionwatch);
+        c.arg("replay")
+            .arg(file)
+            .arg("--alerts")
+            .arg("/dev/null")
+            .env("RUST_LOG", "warn");
+        c
+    };
+    let ts = |file: &Path| {
+        let mut c = Command::new("tshark");
+        c.args(["-n", "-r"]).arg(file).args([
+            "-Y",
+            "http",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "http.request.method",
+            "-e",
+            "http.request.uri",
+            "-e",
+            "http.host",
+            "-e",
+            "http.user_agent",
+            "-e",
+            "http.cookie",
+            "-e",
+            "http.response.code",
+            "-e",
+            "http.set_cookie",
+        ]);
+        c
+    };
+    let (mut sw_wall, mut sw_cpu, mut ts_wall, mut ts_cpu) = (vec![], vec![], vec![], vec![]);
+    let mut seen_exchanges = 0u64;
+    for round in 1..=rounds {
+        let (a, stderr) = timed(&mut sw(&pcap))?;
+        seen_exchanges = parse_exchanges(&stderr).unwrap_or(0);
+        let (b, _) = timed(&mut ts(&pcap))?;
+        eprintln!(
+            "bench round {round}: sessionwatch {:.2}s wall {:.2}s cpu | tshark {:.2}s wall {:.2}s cpu",
+            a.wall_s, a.cpu_s, b.wall_s, b.cpu_s
+        );
+        sw_wall.push(a.wall_s);
+        sw_cpu.push(a.cpu_s);
+        ts_wall.push(b.wall_s);
+        ts_cpu.push(b.cpu_s);
+    }
+    if seen_exchanges < exchanges {
+        bail!(
+            "sessionwatch reported {seen_exchanges} exchanges, expected {exchanges}: the summary line changed or replay lost data"
+        );
+    }
+    let rss_big = peak_rss(&mut sw(&pcap))?;
+    let rss_small = peak_rss(&mut sw(&small))?;
+    let spread = |v: &[f64]| {
+        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = v.iter().cloned().fold(0.0, f64::max);
+        format!("{min:.2}–{max:.2}")
+    };
+    let (sww, swc, tsw, tsc) = (
+        median(&mut sw_wall.clone()),
+        median(&mut sw_cpu.clone()),
+        median(&mut ts_wall.clone()),
+        median(&mut ts_cpu.clone()),
+    );
+    let per_core = exchanges as f64 / swc.max(1e-9);
+    let ts_per_core = exchanges as f64 / tsc.max(1e-9);
+    let mut md = String::new();
+    let _ = writeln!(md, "## Replay throughput (`cargo xtask bench replay`)\n");
+    let _ = writeln!(md, "- Date: {}", now_utc());
+    let _ = writeln!(md, "- Machine: {}", machine());
+    let _ = writeln!(
+        md,
+        "- Input: generated pcap, {exchanges} HTTP/1.1 exchanges, {} connections, {:.0} MiB",
+        exchanges / u64::from(EXCHANGES_PER_CONN),
+        size as f64 / 1048576.0
+    );
+    let _ = writeln!(md, "- A: `sessionwatch replay FILE --alerts /dev/null`");
+    let _ = writeln!(
+        md,
+        "- B: `tshark -n -r FILE -Y http -T fields -e ip.src -e http.request.method -e http.request.uri -e http.host -e http.user_agent -e http.cookie -e http.response.code -e http.set_cookie`"
+    );
+    let _ = writeln!(
+        md,
+        "- Rounds: {rounds}, alternating A B; median (min–max)\n"
+    );
+    let _ = writeln!(md, "| tool | wall s | CPU s | exchanges/s per core |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| sessionwatch | {sww:.2} ({}) | {swc:.2} ({}) | {per_core:.0} |",
+        spread(&sw_wall),
+        spread(&sw_cpu)
+    );
+    let _ = writeln!(
+        md,
+        "| tshark | {tsw:.2} ({}) | {tsc:.2} ({}) | {ts_per_core:.0} |",
+        spread(&ts_wall),
+        spread(&ts_cpu)
+    );
+    let _ = writeln!(
+        md,
+        "\n- Ratio (CPU time, tshark / sessionwatch): **{:.1}×**",
+        tsc / swc.max(1e-9)
+    );
+    let _ = writeln!(
+        md,
+        "- Peak RSS of sessionwatch: {:.1} MiB on {exchanges} exchanges, {:.1} MiB on 100000 exchanges (file-size independence)",
+        rss_big as f64 / 1024.0,
+        rss_small as f64 / 1024.0
+    );
+    let _ = writeln!(
+        md,
+        "- Targets: ≥ 1,000,000 exchanges/s/core ({}), ≥ 50× tshark ({})\n",
+        if per_core >= 1e6 { "met" } else { "not met" },
+        if tsc / swc.max(1e-9) >= 50.0 {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    write_section(&root.join("BENCHMARKS.md"), "## Replay throughput", &md)?;
+    eprint!("{md}");
+    Ok(())
+}
+
+fn parse_exchanges(summary: &str) -> Option<u64> {
+    let idx = summary.find("exchanges ")?;
+    summary[idx + "exchanges ".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces the section starting with `heading` in BENCHMARKS.md (up to the
+/// next `## `), or appends it.
+pub fn write_section(path: &Path, heading: &str, body: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| "# Benchmarks\n\nWritten by `cargo xtask bench <name>`; each section is one recent run.\n\n".into());
+    let new = match old.find(heading) {
+        Some(start) => {
+            let rest = &old[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map(|e| start + heading.len() + e + 1)
+                .unwrap_or(old.len());
+            format!("{}{}{}", &old[..start], body, &old[end..])
+        }
+        None => format!("{}{}", old.trim_end_matches('\n').to_owned() + "\n\n", body),
+    };
+    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
+}
