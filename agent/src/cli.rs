@@ -117,6 +117,13 @@ pub fn replay(opts: ReplayOptions) -> u8 {
             ));
         }
     }
+    if result.is_ok()
+        && let Some(first) = pipeline.truncated_inputs().first()
+    {
+        // A cut capture still yields the findings it holds (written above),
+        // but the run was on bad input: say where, and exit 2.
+        return fail(first);
+    }
     if let Err(e) = result {
         // Findings up to the bad spot were already written: a truncated pcap
         // still yields what it holds, but the exit code says it was bad.

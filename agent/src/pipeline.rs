@@ -62,6 +62,8 @@ struct InputTotals {
     bytes_missing: u64,
     skipped: std::collections::BTreeMap<&'static str, u64>,
     truncated_files: u64,
+    /// "FILE: byte offset N: …" of each truncated file, for the exit status.
+    truncated: Vec<String>,
 }
 
 /// Stream events → exchanges → findings.
@@ -114,19 +116,22 @@ impl Pipeline {
         }
         if let Some(tail) = &read.truncated_tail {
             self.totals.truncated_files += 1;
-            tracing::warn!(
-                file = %path.display(),
-                offset = tail.offset,
-                "capture file ends inside a record; analysed everything before it"
-            );
-            eprintln!(
-                "sessionwatch: warning: {}: byte offset {}: file ends inside a record (truncated capture); the records before it were analysed",
+            let msg = format!(
+                "{}: byte offset {}: file ends inside a record (truncated capture; the records before it were analysed)",
                 path.display(),
                 tail.offset
             );
+            tracing::warn!("{msg}");
+            self.totals.truncated.push(msg);
         }
         result?;
         Ok(())
+    }
+
+    /// Files that ended inside a record: analysed up to the cut, but bad
+    /// input all the same (replay exits 2 after reporting their findings).
+    pub fn truncated_inputs(&self) -> &[String] {
+        &self.totals.truncated
     }
 
     /// Ends the input: closes every open stream and session so the last

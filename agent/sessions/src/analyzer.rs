@@ -232,7 +232,7 @@ impl Analyzer {
 
         let raw_path = path_of(&req.target);
         let path = route_path(raw_path);
-        let routes = self.classify_routes(&req.method, &path);
+        let mut routes = self.classify_routes(&req.method, &path);
         let reference_secs = resp
             .and_then(|r| r.headers.get("date"))
             .and_then(parse_cookie_date)
@@ -316,6 +316,23 @@ impl Analyzer {
                 _ => Outcome::Neutral,
             },
         };
+
+        // A login or password-change POST answered 2xx with an HTML page
+        // and no new session cookie is the form shown again: a failed
+        // attempt (wrong password, invalid form), not a successful login.
+        // Server-rendered frameworks (Django, Rails, Laravel, Spring MVC, PHP)
+        // answer a successful form login with a redirect (POST-redirect-GET)
+        // and a failed one with 200 and the form. JSON/API logins (SPAs) are
+        // still judged by status alone.
+        if (routes.login || routes.privilege)
+            && outcome == Outcome::Accepted
+            && resp.is_some_and(|r| (200..300).contains(&r.status) && is_html(r))
+            && !issued.iter().any(|i| i.last_for_name && i.is_live())
+        {
+            routes.login = false;
+            routes.privilege = false;
+            self.stats.input.login_form_redisplayed += 1;
+        }
 
         // Session IDs the request presented.
         let mut presented: Vec<Presented<'_>> = Vec::new();
@@ -797,6 +814,16 @@ impl<S: FindingSink> sessionwatch_http::ExchangeSink for AnalyzerSink<'_, S> {
     fn on_exchange(&mut self, exchange: Exchange) {
         self.analyzer.on_exchange(&exchange, &mut *self.sink);
     }
+}
+
+/// The response carries an HTML page (`Content-Type: text/html` or
+/// `application/xhtml+xml`).
+fn is_html(resp: &Response) -> bool {
+    resp.headers.get("content-type").is_some_and(|ct| {
+        let ct = ct.trim_ascii_start();
+        ct.len() >= 9
+            && (ct[..9].eq_ignore_ascii_case(b"text/html") || ct.starts_with(b"application/xhtml"))
+    })
 }
 
 #[cfg(test)]

@@ -136,6 +136,9 @@ pub struct InputStats {
     /// Inputs stateful detectors could not track because their bounded
     /// state was full (`session_id_bruteforce` clients).
     pub detector_untracked: u64,
+    /// Login / password-change POSTs answered with the form again (2xx
+    /// HTML, no new session cookie): counted as failed attempts.
+    pub login_form_redisplayed: u64,
 }
 
 /// Everything the analysis counted.

@@ -127,6 +127,32 @@ mod tests {
     }
 
     #[test]
+    fn form_shown_again_is_a_failed_login_but_a_json_login_is_judged_by_status() {
+        // Django answers a wrong password with 200 and the login form again
+        // (no new session cookie): a failed attempt, not a login.
+        let mut h = Harness::new();
+        h.run(Ex::get("/accounts/login/").set_cookie(&good("sessionid", DJANGO_ID)));
+        h.run(
+            Ex::post("/accounts/login/")
+                .at(5)
+                .cookie(&format!("sessionid={DJANGO_ID}"))
+                .status(200)
+                .resp_header("Content-Type", "text/html; charset=utf-8"),
+        );
+        assert!(h.of("no_rotation_after_login").is_empty());
+        // An API login answering 200 JSON keeps the ID: that is a login
+        // without rotation.
+        h.run(
+            Ex::post("/api/login")
+                .at(10)
+                .cookie(&format!("sessionid={DJANGO_ID}"))
+                .status(200)
+                .resp_header("Content-Type", "application/json"),
+        );
+        assert_eq!(h.of("no_rotation_after_login").len(), 1);
+    }
+
+    #[test]
     fn django_rotates() {
         let mut h = Harness::new();
         h.run(Ex::get("/accounts/login/").set_cookie(&good("sessionid", DJANGO_ID)));
