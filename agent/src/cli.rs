@@ -194,8 +194,15 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         Err(e) => return fail(e),
     };
     let capture_stats = capture.stats_handle();
+    let pipeline = Arc::new(Mutex::new(pipeline));
+    // Scrapes read the BPF counters and the analysis stats at scrape time,
+    // so /metrics is never behind the findings already written.
+    let scraped = pipeline.clone();
     let refresh: admin::Refresh = Arc::new(move |m: &mut Metrics| {
         crate::pipeline::sync_capture_metrics(&capture_stats, m);
+        if let Ok(p) = scraped.lock() {
+            p.sync_metrics(m);
+        }
     });
     let listen = opts.metrics_listen.unwrap_or(config.admin.listen);
     let state = AdminState {
@@ -208,7 +215,6 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         Err(e) => return fail(e),
     };
     tracing::info!(%bound, "admin endpoint serving /metrics, /healthz, /readyz");
-    let pipeline = Arc::new(Mutex::new(pipeline));
     ready.store(true, Ordering::Release);
     let result = crate::pipeline::run_live(
         &mut capture,

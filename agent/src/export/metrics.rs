@@ -168,8 +168,11 @@ impl Metrics {
             labels.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         );
         let last = self.applied.entry(key).or_insert(0);
+        // Touch the series even at zero, so label sets are stable from the
+        // first scrape (alerts on `capture_lost_total > 0` need the series).
+        let series = counter.with_label_values(labels);
         if total > *last {
-            counter.with_label_values(labels).inc_by(total - *last);
+            series.inc_by(total - *last);
         }
         *last = total;
     }

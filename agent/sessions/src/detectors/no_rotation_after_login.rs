@@ -11,8 +11,9 @@
 //! Not reported: logins with no session presented beforehand (nothing to
 //! fixate), and a repeated login on a session already authenticated (some
 //! frameworks rotate only when a different user logs in, which is safe). A
-//! login whose failure is answered with 200 counts as successful under the
-//! design's definition; see the false-positive notes in docs/detectors.md.
+//! login form shown again (2xx HTML page, no new session cookie) is a failed
+//! attempt and not a login (the analyzer clears the login route for it);
+//! JSON/API logins are judged by status. See docs/detectors.md.
 
 use serde_json::json;
 
