@@ -41,6 +41,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("haproxy", "haproxy"),
     ("openssl", "openssl"),
     ("curl", "curl"),
+    ("promtool", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
 ];
 
 #[derive(Parser)]
