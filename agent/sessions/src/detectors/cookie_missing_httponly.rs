@@ -1,10 +1,9 @@
 //! `cookie_missing_httponly` (CWE-1004): a session cookie without
 //! `HttpOnly` can be read by JavaScript, so any XSS steals the session.
 
-use serde_json::json;
+use serde_json::{Map, Value};
 
-use super::{Detector, DetectorId, Hit, Hits, Scope, View, evidence};
-use crate::finding::Severity;
+use super::{Detector, DetectorId, Hits, View, report_missing_flag};
 
 /// The detector.
 pub struct CookieMissingHttponly;
@@ -14,29 +13,15 @@ impl Detector for CookieMissingHttponly {
         DetectorId::CookieMissingHttponly
     }
 
-    fn check(&mut self, _v: &View<'_>, out: &mut Hits<'_>) {
-        for i in _v
-            .issued
-            .iter()
-            .filter(|i| i.is_live() && !i.cookie_attrs.http_only)
-        {
-            let scope = Scope::Cookie(i.cookie);
-            if !out.wants(self.id(), scope) {
-                continue;
-            }
-            out.push(Hit {
-                detector: self.id(),
-                severity: Severity::Medium,
-                scope,
-                session: i.hash,
-                cookie: Some(i.name.to_owned()),
-                message: format!(
-                    "session cookie {} set without the HttpOnly attribute",
-                    i.name
-                ),
-                evidence: evidence(json!({ "attribute": "HttpOnly" })),
-            });
-        }
+    fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
+        report_missing_flag(
+            self.id(),
+            v,
+            out,
+            "HttpOnly",
+            |i| !i.cookie_attrs.http_only,
+            Map::new(),
+        );
     }
 }
 

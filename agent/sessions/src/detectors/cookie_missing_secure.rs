@@ -1,10 +1,9 @@
 //! `cookie_missing_secure` (CWE-614): a session cookie set without `Secure`
 //! is sent over plain HTTP too — one `http://` link or a downgrade exposes it.
 
-use serde_json::json;
+use serde_json::{Map, Value};
 
-use super::{Detector, DetectorId, Hit, Hits, Scope, View, evidence};
-use crate::finding::Severity;
+use super::{Detector, DetectorId, Hits, View, report_missing_flag};
 
 /// The detector.
 pub struct CookieMissingSecure;
@@ -15,28 +14,16 @@ impl Detector for CookieMissingSecure {
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
-        for i in v
-            .issued
-            .iter()
-            .filter(|i| i.is_live() && !i.cookie_attrs.secure)
-        {
-            let scope = Scope::Cookie(i.cookie);
-            if !out.wants(self.id(), scope) {
-                continue;
-            }
-            out.push(Hit {
-                detector: self.id(),
-                severity: Severity::Medium,
-                scope,
-                session: i.hash,
-                cookie: Some(i.name.to_owned()),
-                message: format!("session cookie {} set without the Secure attribute", i.name),
-                evidence: evidence(json!({
-                    "attribute": "Secure",
-                    "set_over_tls": v.client.tls,
-                })),
-            });
-        }
+        let mut extra = Map::new();
+        extra.insert("set_over_tls".into(), Value::from(v.client.tls));
+        report_missing_flag(
+            self.id(),
+            v,
+            out,
+            "Secure",
+            |i| !i.cookie_attrs.secure,
+            extra,
+        );
     }
 }
 

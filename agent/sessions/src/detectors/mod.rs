@@ -384,6 +384,39 @@ impl<'a> View<'a> {
     }
 }
 
+/// Reports every live session cookie of the response that lacks a flag
+/// attribute (`Secure`, `HttpOnly`): one hit per (service, cookie name)
+/// per suppression window, since the flag describes the application's
+/// cookie configuration rather than one session.
+pub(crate) fn report_missing_flag(
+    id: DetectorId,
+    v: &View<'_>,
+    out: &mut Hits<'_>,
+    attribute: &'static str,
+    lacks: impl Fn(&Issued<'_>) -> bool,
+    mut extra: Map<String, Value>,
+) {
+    extra.insert("attribute".into(), Value::from(attribute));
+    for i in v.issued.iter().filter(|i| i.is_live() && lacks(i)) {
+        let scope = Scope::Cookie(i.cookie);
+        if !out.wants(id, scope) {
+            continue;
+        }
+        out.push(Hit {
+            detector: id,
+            severity: Severity::Medium,
+            scope,
+            session: i.hash,
+            cookie: Some(i.name.to_owned()),
+            message: format!(
+                "session cookie {} set without the {attribute} attribute",
+                i.name
+            ),
+            evidence: extra.clone(),
+        });
+    }
+}
+
 /// Suppression scope of a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
