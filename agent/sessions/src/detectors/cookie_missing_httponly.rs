@@ -1,7 +1,7 @@
 //! `cookie_missing_httponly` (CWE-1004): a session cookie without
 //! `HttpOnly` can be read by JavaScript, so any XSS steals the session.
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use super::{Detector, DetectorId, Hits, View, report_missing_flag};
 
