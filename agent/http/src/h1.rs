@@ -51,12 +51,16 @@
 //!
 //! # Other protocols
 //!
-//! The client's first bytes decide the protocol of a connection. The
+//! The client's first bytes decide the protocol of a connection. On the
 //! HTTP/2 connection preface (`PRI * HTTP/2.0`, prior knowledge or h2 over
-//! decrypted TLS), and a `101` switching to `h2c`, are counted as
-//! `parse_errors{protocol="http2", kind="unsupported"}` and the connection
-//! is not parsed further; an HTTP/2 parser plugs in at that one decision
-//! point (`Conn::on_http2_preface`). A TLS record on a
+//! decrypted TLS), and after a `101` switching to `h2c`, the connection is
+//! handed to the HTTP/2 parser ([`crate::h2`]) for the rest of its life; the
+//! `h2c` upgrade request is answered on stream 1. Server bytes shaped like
+//! an HTTP/2 SETTINGS frame that arrive before the client has spoken are
+//! held until the client's first bytes decide. Client first bytes that are
+//! no request line but a run of plausible HTTP/2 frames
+//! ([`crate::h2::find_frames`]) mean a connection joined mid-stream, also
+//! handed to HTTP/2. A TLS record on a
 //! connection we were given as plaintext is counted as `not_http`.
 //!
 //! # Counters
@@ -67,7 +71,8 @@
 //! `invalid_chunk`, `gap` (a gap broke framing), `resync` (parsing resumed
 //! after a loss), `pipeline_overflow`, `pending_budget`, `upgrade`, `connect`, `not_http`,
 //! `truncated_head` (connection closed mid-head), `conn_evicted`,
-//! `no_open` (event for a connection never opened); `http2/unsupported`.
+//! `no_open` (event for a connection never opened). HTTP/2 kinds are listed
+//! in [`crate::h2::H2Error`].
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -78,6 +83,7 @@ use sessionwatch_streams::{
     ConnectionId, ConnectionMeta, Direction, StreamEvent, StreamSink, Timestamp,
 };
 
+use crate::h2::{self, H2Conn, H2Limits};
 use crate::{Exchange, ExchangeSink, Header, Headers, HttpStats, Protocol, Request, Response};
 
 /// Hard upper bound on [`Limits::max_headers`] (the size of the on-stack
@@ -724,11 +730,25 @@ struct Ctx<'a, S> {
     pending: &'a mut usize,
     req_cfg: &'a httparse::ParserConfig,
     resp_cfg: &'a httparse::ParserConfig,
+    h2_limits: &'a H2Limits,
 }
 
 impl<S: ExchangeSink> Ctx<'_, S> {
     fn error(&mut self, kind: &'static str) {
         self.stats.parse_error(Protocol::Http1, kind);
+    }
+
+    /// The view the HTTP/2 parser gets.
+    fn h2(&mut self) -> h2::Out<'_, S> {
+        h2::Out {
+            sink: &mut *self.sink,
+            stats: &mut *self.stats,
+            limits: self.h2_limits,
+            buffered: &mut *self.buffered,
+            budget: self.limits.max_buffered_total,
+            pending: &mut *self.pending,
+            pending_budget: self.limits.max_pending_total,
+        }
     }
 
     fn emit(&mut self, conn: &Arc<ConnectionMeta>, request: Request, response: Option<Response>) {
@@ -754,6 +774,8 @@ struct Conn {
     proto_decided: bool,
     sides: [Side; 2],
     pending: VecDeque<Queued>,
+    /// Set once the connection speaks HTTP/2: it gets every later byte.
+    h2: Option<Box<H2Conn>>,
 }
 
 impl Conn {
@@ -764,6 +786,7 @@ impl Conn {
             proto_decided: false,
             sides: [Side::new(), Side::new()],
             pending: VecDeque::new(),
+            h2: None,
         }
     }
 
@@ -774,7 +797,15 @@ impl Conn {
         mut data: &[u8],
         ctx: &mut Ctx<'_, S>,
     ) {
+        if kind == RESP && self.hold_server_preface(ts, data, ctx) {
+            return;
+        }
         while !data.is_empty() && !self.stopped {
+            if let Some(h2) = self.h2.as_mut() {
+                // Also reached mid-event, when a `101` to h2c was just parsed.
+                h2.data(kind, ts, data, &mut ctx.h2());
+                return;
+            }
             match self.sides[kind].state {
                 State::Head => {
                     let n = self.head_step(kind, ts, data, ctx);
@@ -857,7 +888,18 @@ impl Conn {
             };
             match verdict {
                 Preface::Http2 => {
-                    self.on_http2_preface(ctx);
+                    // The bytes held while undecided are the preface's start;
+                    // server bytes held are its SETTINGS (sent concurrently).
+                    let held = std::mem::take(&mut self.sides[REQ].buf);
+                    let held_resp = std::mem::take(&mut self.sides[RESP].buf);
+                    let held_resp_ts = self.sides[RESP].head_ts;
+                    *ctx.buffered -= held.len() + held_resp.len();
+                    let mut h2 = self.on_http2_preface(None, true, ctx);
+                    let mut out = ctx.h2();
+                    h2.data(h2::REQ, ts, &held, &mut out);
+                    h2.data(h2::REQ, ts, data, &mut out);
+                    h2.data(h2::RESP, held_resp_ts, &held_resp, &mut out);
+                    self.h2 = Some(h2);
                     return data.len();
                 }
                 Preface::Tls => {
@@ -865,7 +907,37 @@ impl Conn {
                     self.stop(ctx);
                     return data.len();
                 }
-                Preface::Http1 => self.proto_decided = true,
+                Preface::Http1 => {
+                    // Neither a preface nor a request line, but HTTP/2
+                    // frames: a connection joined mid-stream.
+                    if self.sides[REQ].buf.is_empty()
+                        && classify_start(REQ, data) == StartMatch::No
+                        && h2::find_frames(data).is_some()
+                    {
+                        self.proto_decided = true;
+                        let held_resp = std::mem::take(&mut self.sides[RESP].buf);
+                        *ctx.buffered -= held_resp.len();
+                        let mut out = ctx.h2();
+                        let mut h2 = Box::new(H2Conn::midstream(self.meta.clone(), &mut out));
+                        h2.data(h2::REQ, ts, data, &mut out);
+                        h2.data(h2::RESP, ts, &held_resp, &mut out);
+                        self.h2 = Some(h2);
+                        return data.len();
+                    }
+                    self.proto_decided = true;
+                    // Server bytes held as a possible HTTP/2 server preface
+                    // are parsed as what they are, in their original order.
+                    let resp = &mut self.sides[RESP];
+                    if !resp.buf.is_empty() {
+                        let held = std::mem::take(&mut resp.buf);
+                        *ctx.buffered -= held.len();
+                        let held_ts = resp.head_ts;
+                        self.data(RESP, held_ts, &held, ctx);
+                    }
+                    if self.stopped {
+                        return data.len();
+                    }
+                }
                 Preface::Undecided => {
                     // Could still become the HTTP/2 preface: hold the bytes
                     // (fewer than 14) without parsing them as HTTP/1.
@@ -953,11 +1025,74 @@ impl Conn {
         }
     }
 
-    /// The decision point for HTTP/2 with prior knowledge. Until an HTTP/2
-    /// parser exists, the connection is counted and left alone.
-    fn on_http2_preface<S: ExchangeSink>(&mut self, ctx: &mut Ctx<'_, S>) {
-        ctx.stats.parse_error(Protocol::Http2, "unsupported");
-        self.stop(ctx);
+    /// Server bytes before the client's first bytes decided the protocol:
+    /// an HTTP/2 server may send its SETTINGS as soon as the connection
+    /// (or TLS session) is up, before the client preface is seen. Bytes
+    /// that are (or may become) a SETTINGS frame header are held (bounded
+    /// by the head limits) until the client decides; anything else is
+    /// parsed as HTTP/1 right away. Returns whether `data` was held.
+    fn hold_server_preface<S: ExchangeSink>(
+        &mut self,
+        ts: Timestamp,
+        data: &[u8],
+        ctx: &mut Ctx<'_, S>,
+    ) -> bool {
+        let side = &mut self.sides[RESP];
+        if self.proto_decided || self.h2.is_some() || self.stopped || side.state != State::Head {
+            return false;
+        }
+        let held = side.buf.len();
+        let looks_h2 = (0..9.min(held + data.len())).all(|i| {
+            let b = if i < held {
+                side.buf[i]
+            } else {
+                data[i - held]
+            };
+            match i {
+                0 => b == 0,    // length < 64 KiB
+                1 | 2 => true,  // length
+                3 => b == 0x04, // SETTINGS
+                4 => b & !0x01 == 0,
+                _ => b == 0, // stream 0
+            }
+        });
+        if !looks_h2 {
+            return false;
+        }
+        if held + data.len() > ctx.limits.max_head_bytes
+            || !side.append(data, ctx.buffered, ctx.limits.max_buffered_total)
+        {
+            // Not a plausible preface any more: parse it as HTTP/1.
+            return false;
+        }
+        if held == 0 {
+            side.head_ts = ts;
+        }
+        true
+    }
+
+    /// The decision point for HTTP/2 (prior knowledge, or `h2c` upgrade of
+    /// `upgraded`): HTTP/1 parsing ends and an HTTP/2 parser takes over.
+    /// `client_synced` is false when client bytes after the upgrade request
+    /// were already consumed (or lost) as HTTP/1.
+    fn on_http2_preface<S: ExchangeSink>(
+        &mut self,
+        upgraded: Option<Request>,
+        client_synced: bool,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Box<H2Conn> {
+        // Requests queued before the switch cannot be answered any more
+        // (there are none in a well-formed upgrade).
+        self.flush_pending(ctx);
+        for side in &mut self.sides {
+            side.clear_buf(ctx.buffered);
+        }
+        Box::new(H2Conn::new(
+            self.meta.clone(),
+            ctx.h2_limits,
+            upgraded,
+            client_synced,
+        ))
     }
 
     fn on_head<S: ExchangeSink>(&mut self, head: Head, ts: Timestamp, ctx: &mut Ctx<'_, S>) {
@@ -1027,14 +1162,18 @@ impl Conn {
                 .headers
                 .get("upgrade")
                 .is_some_and(|u| trim(u).eq_ignore_ascii_case(b"h2c"));
-            if let Some(p) = paired {
-                ctx.emit(&meta, p.request, Some(response));
-            }
             if h2c {
                 // HTTP/2 over cleartext by upgrade: the same decision point
-                // as the prior-knowledge preface.
-                self.on_http2_preface(ctx);
+                // as the prior-knowledge preface. The upgrade request is
+                // answered by the first HTTP/2 response on stream 1.
+                let req = &self.sides[REQ];
+                let client_synced = req.state == State::Paused && req.paused_bytes == 0;
+                let h2 = self.on_http2_preface(paired.map(|p| p.request), client_synced, ctx);
+                self.h2 = Some(h2);
             } else {
+                if let Some(p) = paired {
+                    ctx.emit(&meta, p.request, Some(response));
+                }
                 ctx.error("upgrade");
                 self.stop(ctx);
             }
@@ -1172,6 +1311,9 @@ impl Conn {
         if self.stopped {
             return;
         }
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.gap(kind, len, &mut ctx.h2());
+        }
         let side = &mut self.sides[kind];
         match side.state {
             State::Body(rem) if len < rem => side.state = State::Body(rem - len),
@@ -1211,6 +1353,9 @@ impl Conn {
     }
 
     fn close<S: ExchangeSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if let Some(mut h2) = self.h2.take() {
+            h2.close(&mut ctx.h2());
+        }
         if !self.stopped {
             for side in &self.sides {
                 if side.state == State::Head && !side.buf.is_empty() {
@@ -1231,7 +1376,9 @@ fn parse_head<S>(kind: usize, buf: &[u8], ts: Timestamp, ctx: &Ctx<'_, S>) -> Ou
     }
 }
 
-/// The HTTP/1 stage: stream events in, exchanges out.
+/// The HTTP stage: stream events in, exchanges out. Connections start as
+/// HTTP/1 and switch to HTTP/2 on its connection preface or an `h2c`
+/// upgrade.
 pub struct H1Stage<S: ExchangeSink> {
     sink: S,
     limits: Limits,
@@ -1241,6 +1388,7 @@ pub struct H1Stage<S: ExchangeSink> {
     pending: usize,
     req_cfg: httparse::ParserConfig,
     resp_cfg: httparse::ParserConfig,
+    h2_limits: H2Limits,
 }
 
 impl<S: ExchangeSink> H1Stage<S> {
@@ -1264,7 +1412,15 @@ impl<S: ExchangeSink> H1Stage<S> {
             pending: 0,
             req_cfg,
             resp_cfg,
+            h2_limits: H2Limits::default(),
         }
+    }
+
+    /// Replaces the bounds of the HTTP/2 parser (connections that turn out
+    /// to speak HTTP/2 are parsed by [`crate::h2`] inside this stage).
+    pub fn with_h2_limits(mut self, limits: H2Limits) -> Self {
+        self.h2_limits = limits;
+        self
     }
 
     /// Counters so far.
@@ -1316,6 +1472,7 @@ impl<S: ExchangeSink> H1Stage<S> {
                 pending: &mut self.pending,
                 req_cfg: &self.req_cfg,
                 resp_cfg: &self.resp_cfg,
+                h2_limits: &self.h2_limits,
             };
             c.close(&mut ctx);
         }
@@ -1330,6 +1487,7 @@ impl<S: ExchangeSink> H1Stage<S> {
             pending: &mut self.pending,
             req_cfg: &self.req_cfg,
             resp_cfg: &self.resp_cfg,
+            h2_limits: &self.h2_limits,
         };
         if let Some(h) = self.conns.find(&meta.id)
             && let Some((_, mut old)) = self.conns.remove(h)
@@ -1372,6 +1530,7 @@ impl<S: ExchangeSink> StreamSink for H1Stage<S> {
                         pending: &mut self.pending,
                         req_cfg: &self.req_cfg,
                         resp_cfg: &self.resp_cfg,
+                        h2_limits: &self.h2_limits,
                     };
                     c.close(&mut ctx);
                 }
@@ -1391,6 +1550,7 @@ impl<S: ExchangeSink> StreamSink for H1Stage<S> {
             pending: &mut self.pending,
             req_cfg: &self.req_cfg,
             resp_cfg: &self.resp_cfg,
+            h2_limits: &self.h2_limits,
         };
         let Some(c) = self.conns.get_mut(h) else {
             return;

@@ -3,7 +3,8 @@
 //! Input: [`sessionwatch_streams::StreamEvent`]s. Output: [`Exchange`]s — a
 //! request head paired with its response head — handed to an
 //! [`ExchangeSink`]. Bodies are skipped, never stored. HTTP/1.x lives in
-//! [`h1`]; HTTP/2 joins through the same types.
+//! [`h1`], HTTP/2 in [`h2`] (entered from the HTTP/1 stage when a
+//! connection turns out to speak HTTP/2); both produce the same types.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use sessionwatch_streams::{ConnectionMeta, Timestamp};
 
 pub mod h1;
+pub mod h2;
 
 /// Protocol an exchange was carried on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
