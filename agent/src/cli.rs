@@ -11,6 +11,7 @@ use sessionwatch_sessions::Severity;
 
 use crate::config::Config;
 use crate::export::admin::{self, AdminState};
+use crate::export::alertmanager::{self, AlertmanagerOptions, AlertmanagerSink, AlertmanagerTask};
 use crate::export::alerts::{FindingFanout, JsonLinesSink};
 use crate::export::metrics::Metrics;
 use crate::export::summary::Summary;
@@ -68,6 +69,24 @@ pub struct ReplayOptions {
     pub fail_on: Option<Severity>,
 }
 
+/// Starts the Alertmanager push when `[alerting] alertmanager_url` is set.
+fn start_alertmanager(
+    config: &Config,
+    metrics: &Arc<Mutex<Metrics>>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<(AlertmanagerSink, AlertmanagerTask, std::time::Duration)>, String> {
+    let Some(opts) = AlertmanagerOptions::from_config(&config.alerting) else {
+        return Ok(None);
+    };
+    let m = metrics
+        .lock()
+        .map_err(|_| "metrics lock poisoned".to_owned())?;
+    let (sink, task) = alertmanager::start(&opts, &m, runtime).map_err(|e| e.to_string())?;
+    tracing::info!(url = %opts.url, "pushing findings to Alertmanager");
+    // On exit, one last delivery attempt bounded by twice the request timeout.
+    Ok(Some((sink, task, opts.timeout * 2)))
+}
+
 /// `sessionwatch replay FILE...`.
 pub fn replay(opts: ReplayOptions) -> u8 {
     let config = match Config::load_or_default(opts.config.as_deref()) {
@@ -86,8 +105,31 @@ pub fn replay(opts: ReplayOptions) -> u8 {
         Ok(m) => Arc::new(Mutex::new(m)),
         Err(e) => return fail(e),
     };
+    // Replay is synchronous; the Alertmanager push (when configured) runs on
+    // a small runtime of its own beside it.
+    let push_runtime = match config.alerting.alertmanager_url {
+        Some(_) => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(r) => Some(r),
+            Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
+        },
+        None => None,
+    };
+    let (alertmanager, push_task) = match push_runtime
+        .as_ref()
+        .map(|rt| start_alertmanager(&config, &metrics, rt.handle()))
+        .transpose()
+    {
+        Ok(Some(Some((sink, task, grace)))) => (Some(sink), Some((task, grace))),
+        Ok(_) => (None, None),
+        Err(e) => return fail(e),
+    };
     let findings = FindingFanout {
         json,
+        alertmanager,
         metrics: metrics.clone(),
         summary: Summary::default(),
     };
@@ -103,6 +145,9 @@ pub fn replay(opts: ReplayOptions) -> u8 {
         }
     }
     pipeline.finish();
+    if let (Some(rt), Some((task, grace))) = (push_runtime.as_ref(), push_task) {
+        rt.block_on(task.shutdown(grace));
+    }
     if let Ok(mut m) = metrics.lock() {
         pipeline.sync_metrics(&mut m);
     }
@@ -179,8 +224,15 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         Ok(m) => Arc::new(Mutex::new(m)),
         Err(e) => return fail(e),
     };
+    let (alertmanager, push_task) =
+        match start_alertmanager(&config, &metrics, &tokio::runtime::Handle::current()) {
+            Ok(Some((sink, task, grace))) => (Some(sink), Some((task, grace))),
+            Ok(None) => (None, None),
+            Err(e) => return fail(e),
+        };
     let findings = FindingFanout {
         json,
+        alertmanager,
         metrics: metrics.clone(),
         summary: Summary::default(),
     };
@@ -229,6 +281,9 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         if let Ok(mut m) = metrics.lock() {
             p.sync_metrics(&mut m);
         }
+    }
+    if let Some((task, grace)) = push_task {
+        task.shutdown(grace).await;
     }
     match result {
         Ok(()) => {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sessionwatch_sessions::AnalysisConfig;
@@ -91,11 +92,60 @@ pub struct AlertingConfig {
     /// JSON-lines destination: `-` for stdout or a file path (appended).
     /// `--alerts` overrides.
     pub json: String,
+    /// Alertmanager base URL (`http://host:9093`); findings are pushed to
+    /// `<url>/api/v2/alerts`. Unset: no push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alertmanager_url: Option<String>,
+    /// Findings waiting for delivery at most; beyond it (Alertmanager down
+    /// for long) new findings are dropped and counted in
+    /// `sessionwatch_alerts_dropped_total{sink="alertmanager",reason="queue_full"}`.
+    pub queue_size: usize,
+    /// Timeout of one push request.
+    #[serde(with = "sessionwatch_sessions::config::human_duration")]
+    pub timeout: Duration,
+    /// Longest wait between retries of a failed push (the backoff doubles
+    /// from 250ms up to this).
+    #[serde(with = "sessionwatch_sessions::config::human_duration")]
+    pub max_backoff: Duration,
+    /// One alert per (session, detector) within this window of event time.
+    #[serde(with = "sessionwatch_sessions::config::human_duration")]
+    pub dedup_window: Duration,
+    /// A pushed alert resolves this long after it was sent (`endsAt`):
+    /// findings are events, so the alert expires unless sent again.
+    #[serde(with = "sessionwatch_sessions::config::human_duration")]
+    pub resolve_after: Duration,
+    /// Base of the alerts' `runbook_url`; `#<detector id>` is appended.
+    pub runbook_base: String,
+}
+
+impl AlertingConfig {
+    /// Default `queue_size`.
+    pub const DEFAULT_QUEUE_SIZE: usize = 4096;
+    /// Default `timeout`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `max_backoff`.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+    /// Default `dedup_window`.
+    pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+    /// Default `resolve_after`.
+    pub const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(3600);
+    /// Default `runbook_base`.
+    pub const DEFAULT_RUNBOOK_BASE: &str =
+        "https://example.invalid/sessionwatch/blob/main/docs/detectors.md";
 }
 
 impl Default for AlertingConfig {
     fn default() -> Self {
-        AlertingConfig { json: "-".into() }
+        AlertingConfig {
+            json: "-".into(),
+            alertmanager_url: None,
+            queue_size: Self::DEFAULT_QUEUE_SIZE,
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            dedup_window: Self::DEFAULT_DEDUP_WINDOW,
+            resolve_after: Self::DEFAULT_RESOLVE_AFTER,
+            runbook_base: Self::DEFAULT_RUNBOOK_BASE.into(),
+        }
     }
 }
 
@@ -198,6 +248,20 @@ impl Config {
             return Err(invalid(
                 "alerting.json",
                 "use \"-\" for stdout or a file path".into(),
+            ));
+        }
+        if let Some(url) = &self.alerting.alertmanager_url
+            && let Err(reason) = crate::export::alertmanager::validate_url(url)
+        {
+            return Err(invalid("alerting.alertmanager_url", reason));
+        }
+        if self.alerting.queue_size == 0 {
+            return Err(invalid("alerting.queue_size", "must be at least 1".into()));
+        }
+        if self.alerting.timeout.is_zero() || self.alerting.max_backoff.is_zero() {
+            return Err(invalid(
+                "alerting",
+                "timeout and max_backoff must be longer than zero".into(),
             ));
         }
         // Route globs, CIDRs and detector ids are checked by the analysis

@@ -175,6 +175,18 @@ impl Pipeline {
                 count: s.session_ages.count,
             })
             .collect();
+        let cookies = &stats.cookies;
+        let c = m.session_cookies.clone();
+        m.apply_cumulative("session_cookies", &c, &[], cookies.session_set_cookies);
+        let c = m.session_cookies_compliant.clone();
+        for (attribute, n) in [
+            ("secure", cookies.secure),
+            ("httponly", cookies.http_only),
+            ("samesite", cookies.same_site_strict_or_lax),
+            ("all", cookies.compliant),
+        ] {
+            m.apply_cumulative("session_cookies_compliant", &c, &[attribute], n);
+        }
         let c = m.parse_errors.clone();
         for ((protocol, kind), n) in &self.http.stats().parse_errors {
             m.apply_cumulative("parse_errors", &c, &[protocol, kind], *n);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sessionwatch_sessions::{Finding, FindingSink, Severity};
 
+use crate::export::alertmanager::AlertmanagerSink;
 use crate::export::metrics::Metrics;
 use crate::export::summary::Summary;
 
@@ -83,11 +84,14 @@ impl FindingSink for JsonLinesSink {
     }
 }
 
-/// Sends each finding to the JSON sink and counts it in the metrics and the
-/// summary.
+/// Sends each finding to the JSON sink (and the Alertmanager push when
+/// configured) and counts it in the metrics and the summary.
 pub struct FindingFanout {
     /// JSON-lines output.
     pub json: JsonLinesSink,
+    /// Alertmanager push (`[alerting] alertmanager_url`); enqueues without
+    /// waiting, so it never slows the pipeline.
+    pub alertmanager: Option<AlertmanagerSink>,
     /// Metrics to count into.
     pub metrics: Arc<std::sync::Mutex<Metrics>>,
     /// Run summary (replay).
@@ -113,6 +117,9 @@ impl FindingSink for FindingFanout {
                 .inc();
         }
         self.summary.count_finding(&finding);
+        if let Some(am) = self.alertmanager.as_mut() {
+            am.push(&finding);
+        }
         self.json.on_finding(finding);
     }
 }

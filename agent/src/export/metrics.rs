@@ -54,6 +54,19 @@ pub struct Metrics {
     pub attached_targets: IntGauge,
     /// `sessionwatch_build_info{version}`.
     pub build_info: IntGaugeVec,
+    /// `sessionwatch_session_cookies_total`: live session `Set-Cookie`s
+    /// (deletions excluded), the denominator of the cookie compliance ratio.
+    pub session_cookies: IntCounterVec,
+    /// `sessionwatch_session_cookies_compliant_total{attribute}`: session
+    /// `Set-Cookie`s with `secure`, `httponly`, `samesite` (Strict or Lax),
+    /// and `all` three.
+    pub session_cookies_compliant: IntCounterVec,
+    /// `sessionwatch_alerts_sent_total{sink}`: findings delivered by an
+    /// alert sink that delivers asynchronously (`alertmanager`).
+    pub alerts_sent: IntCounterVec,
+    /// `sessionwatch_alerts_dropped_total{sink,reason}`: findings an alert
+    /// sink gave up on (`queue_full`, `rejected`, `shutdown`).
+    pub alerts_dropped: IntCounterVec,
     /// Last cumulative value applied per (metric, labels), to turn snapshots
     /// of cumulative stage counters into increments.
     applied: HashMap<(&'static str, Vec<String>), u64>,
@@ -110,6 +123,26 @@ impl Metrics {
             "Protocol parse errors and counted skips, by protocol and kind.",
             &["protocol", "kind"],
         )?;
+        let session_cookies = counter(
+            "session_cookies_total",
+            "Session Set-Cookie headers issued (deletions excluded).",
+            &[],
+        )?;
+        let session_cookies_compliant = counter(
+            "session_cookies_compliant_total",
+            "Session Set-Cookie headers with an attribute: secure, httponly, samesite (Strict or Lax), or all three.",
+            &["attribute"],
+        )?;
+        let alerts_sent = counter(
+            "alerts_sent_total",
+            "Findings delivered by an asynchronous alert sink.",
+            &["sink"],
+        )?;
+        let alerts_dropped = counter(
+            "alerts_dropped_total",
+            "Findings an alert sink dropped, by sink and reason (queue_full, rejected, shutdown).",
+            &["sink", "reason"],
+        )?;
         let sessions_tracked = IntGaugeVec::new(
             Opts::new(
                 "sessions_tracked",
@@ -148,6 +181,10 @@ impl Metrics {
             parse_errors,
             attached_targets,
             build_info,
+            session_cookies,
+            session_cookies_compliant,
+            alerts_sent,
+            alerts_dropped,
             applied: HashMap::new(),
         })
     }
@@ -260,6 +297,16 @@ mod tests {
             .with_label_values(&["http1", "invalid_head"])
             .inc();
         m.attached_targets.set(2);
+        m.session_cookies
+            .with_label_values(&[] as &[&str])
+            .inc_by(4);
+        m.session_cookies_compliant
+            .with_label_values(&["all"])
+            .inc_by(3);
+        m.alerts_sent.with_label_values(&["alertmanager"]).inc();
+        m.alerts_dropped
+            .with_label_values(&["alertmanager", "queue_full"])
+            .inc();
         let text = m.render();
         for name in [
             "sessionwatch_findings_total{detector=\"cookie_missing_secure\",service=\"shop\",severity=\"medium\"} 1",
@@ -273,6 +320,10 @@ mod tests {
             "sessionwatch_parse_errors_total{kind=\"invalid_head\",protocol=\"http1\"} 1",
             "sessionwatch_attached_targets 2",
             "sessionwatch_build_info{version=",
+            "sessionwatch_session_cookies_total 4",
+            "sessionwatch_session_cookies_compliant_total{attribute=\"all\"} 3",
+            "sessionwatch_alerts_sent_total{sink=\"alertmanager\"} 1",
+            "sessionwatch_alerts_dropped_total{reason=\"queue_full\",sink=\"alertmanager\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -3,6 +3,7 @@
 //! summary.
 
 pub mod admin;
+pub mod alertmanager;
 pub mod alerts;
 pub mod metrics;
 pub mod summary;
