@@ -7,9 +7,8 @@
 
 use serde_json::json;
 
-use super::{Detector, DetectorId, Hit, Hits, Scope, View, evidence};
-use crate::finding::Severity;
-use crate::store::{SessionState, flags};
+use super::{Detector, DetectorId, Hits, View, evidence, report_timeout_exceeded};
+use crate::store::flags;
 
 /// The detector.
 pub struct AbsoluteTimeoutNotEnforced;
@@ -20,44 +19,29 @@ impl Detector for AbsoluteTimeoutNotEnforced {
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
-        if !v.accepted_use() || v.routes.login || v.routes.logout {
-            return;
-        }
         let limit = v.settings.policy.absolute_timeout;
-        for p in v.presented.iter().filter(|p| !p.ambiguous && !p.replaced()) {
-            let Some(r) = p
-                .record
-                .filter(|r| matches!(r.state, SessionState::Active | SessionState::Expired))
-            else {
-                continue;
-            };
-            let age = v.now.saturating_since(r.origin);
-            if age <= limit {
-                continue;
-            }
-            let scope = Scope::Session(p.hash);
-            if !out.wants(self.id(), scope) {
-                continue;
-            }
-            out.push(Hit {
-                detector: self.id(),
-                severity: Severity::Medium,
-                scope,
-                session: Some(p.hash),
-                cookie: Some(p.name.to_owned()),
-                message: format!(
-                    "session accepted {}s after it began (policy {}s)",
-                    age.as_secs(),
-                    limit.as_secs()
-                ),
-                evidence: evidence(json!({
-                    "age_seconds": age.as_secs(),
-                    "absolute_timeout_seconds": limit.as_secs(),
-                    "issuance_seen": r.has(flags::ISSUED_SEEN) || r.predecessor.is_some(),
-                    "rotated_from_older_id": r.predecessor.is_some(),
-                })),
-            });
-        }
+        report_timeout_exceeded(
+            self.id(),
+            v,
+            out,
+            limit,
+            |r| v.now.saturating_since(r.origin),
+            |age, r| {
+                (
+                    format!(
+                        "session accepted {}s after it began (policy {}s)",
+                        age.as_secs(),
+                        limit.as_secs()
+                    ),
+                    evidence(json!({
+                        "age_seconds": age.as_secs(),
+                        "absolute_timeout_seconds": limit.as_secs(),
+                        "issuance_seen": r.has(flags::ISSUED_SEEN) || r.predecessor.is_some(),
+                        "rotated_from_older_id": r.predecessor.is_some(),
+                    })),
+                )
+            },
+        );
     }
 }
 

@@ -8,8 +8,7 @@
 
 use serde_json::json;
 
-use super::{Detector, DetectorId, Hit, Hits, Scope, View, evidence};
-use crate::finding::Severity;
+use super::{Detector, DetectorId, Hits, View, evidence, report_timeout_exceeded};
 use crate::store::SessionState;
 
 /// The detector.
@@ -21,44 +20,31 @@ impl Detector for IdleTimeoutNotEnforced {
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
-        if !v.accepted_use() || v.routes.login || v.routes.logout {
-            return;
-        }
         let limit = v.settings.policy.idle_timeout;
-        for p in v.presented.iter().filter(|p| !p.ambiguous && !p.replaced()) {
-            let Some(r) = p
-                .record
-                .filter(|r| matches!(r.state, SessionState::Active | SessionState::Expired))
-            else {
-                continue;
-            };
-            let last = r.last_use.get().unwrap_or(r.first_seen);
-            let gap = v.now.saturating_since(last);
-            if gap <= limit {
-                continue;
-            }
-            let scope = Scope::Session(p.hash);
-            if !out.wants(self.id(), scope) {
-                continue;
-            }
-            out.push(Hit {
-                detector: self.id(),
-                severity: Severity::Medium,
-                scope,
-                session: Some(p.hash),
-                cookie: Some(p.name.to_owned()),
-                message: format!(
-                    "session accepted after {}s idle (policy {}s)",
-                    gap.as_secs(),
-                    limit.as_secs()
-                ),
-                evidence: evidence(json!({
-                    "idle_gap_seconds": gap.as_secs(),
-                    "idle_timeout_seconds": limit.as_secs(),
-                    "previously_rejected": r.state == SessionState::Expired,
-                })),
-            });
-        }
+        report_timeout_exceeded(
+            self.id(),
+            v,
+            out,
+            limit,
+            |r| {
+                v.now
+                    .saturating_since(r.last_use.get().unwrap_or(r.first_seen))
+            },
+            |gap, r| {
+                (
+                    format!(
+                        "session accepted after {}s idle (policy {}s)",
+                        gap.as_secs(),
+                        limit.as_secs()
+                    ),
+                    evidence(json!({
+                        "idle_gap_seconds": gap.as_secs(),
+                        "idle_timeout_seconds": limit.as_secs(),
+                        "previously_rejected": r.state == SessionState::Expired,
+                    })),
+                )
+            },
+        );
     }
 }
 

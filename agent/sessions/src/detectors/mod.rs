@@ -25,7 +25,7 @@ use crate::finding::Severity;
 use crate::hash::SessionHash;
 use crate::net::ClientNet;
 use crate::settings::Settings;
-use crate::store::{Fingerprint, SessionRecord};
+use crate::store::{Fingerprint, SessionRecord, SessionState};
 use crate::suppress::{ScopeKey, Suppressor};
 use crate::url::UrlLocation;
 use crate::useragent::UaTable;
@@ -413,6 +413,52 @@ pub(crate) fn report_missing_flag(
                 i.name
             ),
             evidence: extra.clone(),
+        });
+    }
+}
+
+/// Reports each session the request presented that the server accepted
+/// although `elapsed` (idle gap, age) of its record exceeds `limit`: the
+/// shared core of the timeout detectors. Logins and logouts are skipped (a
+/// login legitimately revives a session; a logout's acceptance is the
+/// logout detector's concern), and so are sessions already rotated out or
+/// logged out, which other detectors report. `render` builds the message
+/// and evidence from the measured duration.
+pub(crate) fn report_timeout_exceeded(
+    id: DetectorId,
+    v: &View<'_>,
+    out: &mut Hits<'_>,
+    limit: std::time::Duration,
+    elapsed: impl Fn(&SessionRecord) -> std::time::Duration,
+    render: impl Fn(std::time::Duration, &SessionRecord) -> (String, Map<String, Value>),
+) {
+    if !v.accepted_use() || v.routes.login || v.routes.logout {
+        return;
+    }
+    for p in v.presented.iter().filter(|p| !p.ambiguous && !p.replaced()) {
+        let Some(r) = p
+            .record
+            .filter(|r| matches!(r.state, SessionState::Active | SessionState::Expired))
+        else {
+            continue;
+        };
+        let measured = elapsed(&r);
+        if measured <= limit {
+            continue;
+        }
+        let scope = Scope::Session(p.hash);
+        if !out.wants(id, scope) {
+            continue;
+        }
+        let (message, evidence) = render(measured, &r);
+        out.push(Hit {
+            detector: id,
+            severity: Severity::Medium,
+            scope,
+            session: Some(p.hash),
+            cookie: Some(p.name.to_owned()),
+            message,
+            evidence,
         });
     }
 }
