@@ -87,22 +87,50 @@ fn start_alertmanager(
     Ok(Some((sink, task, opts.timeout * 2)))
 }
 
+/// What `replay` and `run` share: the pipeline, its metrics and the
+/// optional Alertmanager push task (with its shutdown grace).
+struct BuiltPipeline {
+    pipeline: Pipeline,
+    metrics: Arc<Mutex<Metrics>>,
+    push_task: Option<(AlertmanagerTask, std::time::Duration)>,
+}
+
+/// Builds the finding sinks (JSON lines to `--alerts` or `[alerting] json`,
+/// metrics, Alertmanager push on `push_runtime` when configured) and the
+/// pipeline behind them.
+fn build_pipeline(
+    config: &Config,
+    alerts: Option<&str>,
+    push_runtime: Option<&tokio::runtime::Handle>,
+) -> Result<BuiltPipeline, String> {
+    let json =
+        JsonLinesSink::open(alerts.unwrap_or(&config.alerting.json)).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Mutex::new(Metrics::new().map_err(|e| e.to_string())?));
+    let (alertmanager, push_task) = match push_runtime {
+        Some(rt) => match start_alertmanager(config, &metrics, rt)? {
+            Some((sink, task, grace)) => (Some(sink), Some((task, grace))),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
+    let findings = FindingFanout {
+        json,
+        alertmanager,
+        metrics: metrics.clone(),
+        summary: Summary::default(),
+    };
+    let pipeline = Pipeline::new(config, findings).map_err(|e| e.to_string())?;
+    Ok(BuiltPipeline {
+        pipeline,
+        metrics,
+        push_task,
+    })
+}
+
 /// `sessionwatch replay FILE...`.
 pub fn replay(opts: ReplayOptions) -> u8 {
     let config = match Config::load_or_default(opts.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let dest = opts
-        .alerts
-        .clone()
-        .unwrap_or_else(|| config.alerting.json.clone());
-    let json = match JsonLinesSink::open(&dest) {
-        Ok(j) => j,
-        Err(e) => return fail(e),
-    };
-    let metrics = match Metrics::new() {
-        Ok(m) => Arc::new(Mutex::new(m)),
         Err(e) => return fail(e),
     };
     // Replay is synchronous; the Alertmanager push (when configured) runs on
@@ -118,25 +146,15 @@ pub fn replay(opts: ReplayOptions) -> u8 {
         },
         None => None,
     };
-    let (alertmanager, push_task) = match push_runtime
-        .as_ref()
-        .map(|rt| start_alertmanager(&config, &metrics, rt.handle()))
-        .transpose()
-    {
-        Ok(Some(Some((sink, task, grace)))) => (Some(sink), Some((task, grace))),
-        Ok(_) => (None, None),
+    let built = match build_pipeline(
+        &config,
+        opts.alerts.as_deref(),
+        push_runtime.as_ref().map(|r| r.handle()),
+    ) {
+        Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let findings = FindingFanout {
-        json,
-        alertmanager,
-        metrics: metrics.clone(),
-        summary: Summary::default(),
-    };
-    let mut pipeline = match Pipeline::new(&config, findings) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
+    let (mut pipeline, metrics, push_task) = (built.pipeline, built.metrics, built.push_task);
     let mut result = Ok(());
     for file in &opts.files {
         if let Err(e) = pipeline.replay_file(file) {
@@ -212,34 +230,15 @@ pub fn run_live(opts: RunOptions) -> u8 {
 }
 
 async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
-    let dest = opts
-        .alerts
-        .clone()
-        .unwrap_or_else(|| config.alerting.json.clone());
-    let json = match JsonLinesSink::open(&dest) {
-        Ok(j) => j,
+    let built = match build_pipeline(
+        &config,
+        opts.alerts.as_deref(),
+        Some(&tokio::runtime::Handle::current()),
+    ) {
+        Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let metrics = match Metrics::new() {
-        Ok(m) => Arc::new(Mutex::new(m)),
-        Err(e) => return fail(e),
-    };
-    let (alertmanager, push_task) =
-        match start_alertmanager(&config, &metrics, &tokio::runtime::Handle::current()) {
-            Ok(Some((sink, task, grace))) => (Some(sink), Some((task, grace))),
-            Ok(None) => (None, None),
-            Err(e) => return fail(e),
-        };
-    let findings = FindingFanout {
-        json,
-        alertmanager,
-        metrics: metrics.clone(),
-        summary: Summary::default(),
-    };
-    let pipeline = match Pipeline::new(&config, findings) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
+    let (pipeline, metrics, push_task) = (built.pipeline, built.metrics, built.push_task);
     let ready = Arc::new(AtomicBool::new(false));
     let mut capture = match crate::capture::LiveCapture::start(&config.capture) {
         Ok(c) => c,
