@@ -175,6 +175,17 @@ impl Pipeline {
                 count: s.session_ages.count,
             })
             .collect();
+        m.idle_gaps = stats
+            .services
+            .iter()
+            .filter(|s| s.idle_gaps.count > 0)
+            .map(|s| AgeSnapshot {
+                service: s.name.clone(),
+                buckets: s.idle_gaps.cumulative().collect(),
+                sum: s.idle_gaps.sum,
+                count: s.idle_gaps.count,
+            })
+            .collect();
         let cookies = &stats.cookies;
         let c = m.session_cookies.clone();
         m.apply_cumulative("session_cookies", &c, &[], cookies.session_set_cookies);

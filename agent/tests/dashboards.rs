@@ -240,6 +240,12 @@ fn agent_metrics() -> Metrics {
         sum: 1900.0,
         count: 2,
     });
+    m.idle_gaps.push(AgeSnapshot {
+        service: "shop".into(),
+        buckets: vec![(60.0, 1), (1800.0, 2), (f64::INFINITY, 2)],
+        sum: 930.0,
+        count: 2,
+    });
     m.capture_events.with_label_values(&["tls"]).inc();
     m.capture_lost
         .with_label_values(&["tls", "ringbuf_full"])

@@ -617,6 +617,14 @@ impl Analyzer {
                 None => continue,
             };
             if counts_as_use(p) {
+                // Idle gap since the previous accepted use; the first use
+                // after issuance or adoption has none.
+                if let Some(prev) = before.last_use.get()
+                    && let Some(s) = self.stats.services.get_mut(usize::from(before.service))
+                {
+                    s.idle_gaps
+                        .observe(c.now.saturating_since(prev).as_secs_f64());
+                }
                 self.event(
                     p.hash,
                     SessionEvent::Used {
@@ -967,6 +975,28 @@ mod tests {
         h.an.finish();
         h.an.finish();
         assert_eq!(h.an.stats().services[0].session_ages.count, 2);
+    }
+
+    #[test]
+    fn idle_gap_between_accepted_uses() {
+        let mut h = Harness::new();
+        let cookie = format!("sessionid={DJANGO_ID}");
+        // Issuance is not a use; the first use has no previous one.
+        h.run(Ex::get("/").set_cookie(&good("sessionid", DJANGO_ID)));
+        h.run(Ex::get("/a").at(10).cookie(&cookie));
+        assert_eq!(h.an.stats().services[0].idle_gaps.count, 0);
+        // 90 s later: one gap, in the (60, 120] bucket.
+        h.run(Ex::get("/b").at(100).cookie(&cookie));
+        // A rejected presentation is not a use and observes nothing.
+        h.run(Ex::get("/c").at(5000).cookie(&cookie).status(401));
+        let g = &h.an.stats().services[0].idle_gaps;
+        assert_eq!(g.count, 1);
+        assert_eq!(g.sum.round() as u64, 90);
+        let cum: Vec<_> = g.cumulative().collect();
+        assert!(cum.contains(&(60.0, 0)), "{cum:?}");
+        assert!(cum.contains(&(120.0, 1)), "{cum:?}");
+        assert_eq!(cum.last().map(|b| b.1), Some(1));
+        assert_eq!(g.above, 0);
     }
 
     #[test]

@@ -15,42 +15,75 @@ pub const MAX_SERVICES: usize = 256;
 
 /// Upper bounds (seconds) of the session-age histogram buckets
 /// (`sessionwatch_session_age_seconds`); the last bucket is `+Inf`.
-pub const AGE_BUCKETS: &[f64] = &[
+pub const AGE_BUCKETS: [f64; 11] = [
     60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 28_800.0, 86_400.0, 172_800.0, 604_800.0,
 ];
 
-/// A fixed-bucket histogram of session ages.
+/// Upper bounds (seconds) of the idle-gap histogram buckets
+/// (`sessionwatch_session_idle_gap_seconds`); the last bucket is `+Inf`.
+///
+/// From a second (a browser's burst of sub-resource requests) to a week:
+/// the middle resolves the usual idle-timeout policies (5, 15, 30 min,
+/// 1 h), the tail shows sessions resumed after hours or days, which is
+/// what an unenforced idle timeout looks like.
+pub const IDLE_GAP_BUCKETS: [f64; 15] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14_400.0, 28_800.0,
+    86_400.0, 604_800.0,
+];
+
+/// A Prometheus-style histogram with `B` fixed upper bounds (plus `+Inf`),
+/// kept as plain counters so the hot path is an array index and the
+/// exporter needs no Prometheus types below the agent crate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgeHistogram {
+pub struct FixedHistogram<const B: usize> {
+    /// Upper bounds in seconds, ascending.
+    bounds: &'static [f64; B],
     /// Per-bucket counts (not cumulative); `counts[i]` counts values
-    /// `<= AGE_BUCKETS[i]` and above the previous bound; the last entry
-    /// counts values above every bound.
-    pub counts: [u64; AGE_BUCKETS.len() + 1],
-    /// Sum of observed ages in seconds.
+    /// `<= bounds[i]` and above the previous bound.
+    pub counts: [u64; B],
+    /// Values above every bound (the `+Inf` bucket only).
+    pub above: u64,
+    /// Sum of observed values in seconds.
     pub sum: f64,
     /// Observations.
     pub count: u64,
 }
 
-impl Default for AgeHistogram {
-    fn default() -> Self {
-        AgeHistogram {
-            counts: [0; AGE_BUCKETS.len() + 1],
+/// Ages of sessions when they leave the table
+/// (`sessionwatch_session_age_seconds`), bounds [`AGE_BUCKETS`].
+pub type AgeHistogram = FixedHistogram<{ AGE_BUCKETS.len() }>;
+
+/// Gaps between consecutive accepted uses of a session
+/// (`sessionwatch_session_idle_gap_seconds`), bounds [`IDLE_GAP_BUCKETS`].
+pub type IdleGapHistogram = FixedHistogram<{ IDLE_GAP_BUCKETS.len() }>;
+
+impl<const B: usize> FixedHistogram<B> {
+    /// An empty histogram over `bounds` (ascending upper bounds, seconds).
+    pub const fn new(bounds: &'static [f64; B]) -> Self {
+        FixedHistogram {
+            bounds,
+            counts: [0; B],
+            above: 0,
             sum: 0.0,
             count: 0,
         }
     }
-}
 
-impl AgeHistogram {
-    /// Records one session age.
+    /// The upper bounds, seconds.
+    pub fn bounds(&self) -> &'static [f64; B] {
+        self.bounds
+    }
+
+    /// Records one value (seconds). NaN lands in `+Inf` and is not added to
+    /// the sum, so one bad value cannot poison it.
     pub fn observe(&mut self, secs: f64) {
-        let i = AGE_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(AGE_BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum += secs;
+        match self.bounds.iter().position(|b| secs <= *b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.above += 1,
+        }
+        if !secs.is_nan() {
+            self.sum += secs;
+        }
         self.count += 1;
     }
 
@@ -58,10 +91,24 @@ impl AgeHistogram {
     /// `+Inf` = `count`).
     pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
         let mut acc = 0;
-        AGE_BUCKETS.iter().enumerate().map(move |(i, b)| {
-            acc += self.counts[i];
+        self.bounds.iter().zip(self.counts).map(move |(b, n)| {
+            acc += n;
             (*b, acc)
         })
+    }
+}
+
+impl AgeHistogram {
+    /// An empty session-age histogram.
+    pub const fn ages() -> Self {
+        FixedHistogram::new(&AGE_BUCKETS)
+    }
+}
+
+impl IdleGapHistogram {
+    /// An empty idle-gap histogram.
+    pub const fn idle_gaps() -> Self {
+        FixedHistogram::new(&IDLE_GAP_BUCKETS)
     }
 }
 
@@ -82,6 +129,10 @@ pub struct ServiceStats {
     /// Ages of sessions that left the table (evicted, or still present at
     /// [`crate::Analyzer::finish`]): last seen − first seen.
     pub session_ages: AgeHistogram,
+    /// Gaps between consecutive accepted uses of one session, observed on
+    /// every accepted use that has a previous one (the first use after
+    /// issuance or adoption has none).
+    pub idle_gaps: IdleGapHistogram,
 }
 
 impl ServiceStats {
@@ -92,7 +143,8 @@ impl ServiceStats {
             sessions_tracked: 0,
             sessions_started: 0,
             findings: [[0; 5]; DetectorId::COUNT],
-            session_ages: AgeHistogram::default(),
+            session_ages: AgeHistogram::ages(),
+            idle_gaps: IdleGapHistogram::idle_gaps(),
         }
     }
 }
@@ -240,17 +292,35 @@ mod tests {
 
     #[test]
     fn histogram_buckets() {
-        let mut h = AgeHistogram::default();
+        let mut h = AgeHistogram::ages();
         h.observe(30.0);
         h.observe(60.0);
         h.observe(61.0);
         h.observe(1e9);
         assert_eq!(h.counts[0], 2);
         assert_eq!(h.counts[1], 1);
-        assert_eq!(h.counts[AGE_BUCKETS.len()], 1);
+        assert_eq!(h.above, 1);
         let cum: Vec<_> = h.cumulative().collect();
+        assert_eq!(cum.len(), AGE_BUCKETS.len());
         assert_eq!(cum[0], (60.0, 2));
         assert_eq!(cum.last().unwrap().1, 3);
         assert_eq!(h.count, 4);
+    }
+
+    #[test]
+    fn idle_gap_histogram_uses_its_own_bounds() {
+        let mut h = IdleGapHistogram::idle_gaps();
+        h.observe(0.2);
+        h.observe(90.0);
+        h.observe(f64::NAN);
+        assert_eq!(h.bounds(), &IDLE_GAP_BUCKETS);
+        let cum: Vec<_> = h.cumulative().collect();
+        assert_eq!(cum.len(), IDLE_GAP_BUCKETS.len());
+        assert_eq!(cum[0], (1.0, 1));
+        assert_eq!(cum[4], (60.0, 1));
+        assert_eq!(cum[5], (120.0, 2));
+        assert_eq!(h.above, 1);
+        assert_eq!(h.count, 3);
+        assert!((h.sum - 90.2).abs() < 1e-9);
     }
 }

@@ -13,15 +13,15 @@ use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, 
 /// Metric namespace.
 const NS: &str = "sessionwatch";
 
-/// One service's session-age histogram, as the analysis stage keeps it
-/// (cumulative bucket counts by upper bound, sum, count).
+/// One service's histogram (session age, idle gap), as the analysis stage
+/// keeps it (cumulative bucket counts by upper bound, sum, count).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgeSnapshot {
     /// `service` label.
     pub service: String,
     /// (upper bound in seconds, cumulative count).
     pub buckets: Vec<(f64, u64)>,
-    /// Sum of observed ages, seconds.
+    /// Sum of observed values, seconds.
     pub sum: f64,
     /// Observations.
     pub count: u64,
@@ -42,6 +42,10 @@ pub struct Metrics {
     /// end (logout, rotation, eviction, end of input). The analysis stage
     /// keeps the histogram; it is exported as is at scrape time.
     pub session_ages: Vec<AgeSnapshot>,
+    /// `sessionwatch_session_idle_gap_seconds{service}`: gaps between
+    /// consecutive accepted uses of a session. Kept by the analysis stage
+    /// like `session_ages`.
+    pub idle_gaps: Vec<AgeSnapshot>,
     /// `sessionwatch_capture_events_total{source}`.
     pub capture_events: IntCounterVec,
     /// `sessionwatch_capture_lost_total{source,reason}`.
@@ -175,6 +179,7 @@ impl Metrics {
             sessions_tracked,
             sessions_evicted,
             session_ages: Vec::new(),
+            idle_gaps: Vec::new(),
             capture_events,
             capture_lost,
             capture_truncated,
@@ -214,22 +219,22 @@ impl Metrics {
         *last = total;
     }
 
-    fn session_age_family(&self) -> MetricFamily {
+    /// A histogram family `sessionwatch_{name}{service}` from the analysis
+    /// stage's snapshots.
+    fn histogram_family(name: &str, help: &str, snapshots: &[AgeSnapshot]) -> MetricFamily {
         let mut family = MetricFamily::default();
-        family.set_name(format!("{NS}_session_age_seconds"));
-        family.set_help(
-            "Age of sessions when they end (logout, rotation, eviction, end of input).".into(),
-        );
+        family.set_name(format!("{NS}_{name}"));
+        family.set_help(help.into());
         family.set_field_type(MetricType::HISTOGRAM);
-        for age in &self.session_ages {
+        for snap in snapshots {
             let mut label = LabelPair::default();
             label.set_name("service".into());
-            label.set_value(age.service.clone());
+            label.set_value(snap.service.clone());
             let mut h = Histogram::default();
-            h.set_sample_count(age.count);
-            h.set_sample_sum(age.sum);
+            h.set_sample_count(snap.count);
+            h.set_sample_sum(snap.sum);
             h.set_bucket(
-                age.buckets
+                snap.buckets
                     .iter()
                     .map(|(le, n)| {
                         let mut b = Bucket::default();
@@ -257,7 +262,18 @@ impl Metrics {
         let encoder = TextEncoder::new();
         let mut families = self.registry.gather();
         if !self.session_ages.is_empty() {
-            families.push(self.session_age_family());
+            families.push(Self::histogram_family(
+                "session_age_seconds",
+                "Age of sessions when they end (logout, rotation, eviction, end of input).",
+                &self.session_ages,
+            ));
+        }
+        if !self.idle_gaps.is_empty() {
+            families.push(Self::histogram_family(
+                "session_idle_gap_seconds",
+                "Gap between consecutive accepted uses of a session.",
+                &self.idle_gaps,
+            ));
         }
         families.sort_by(|a, b| a.name().cmp(b.name()));
         if let Err(e) = encoder.encode(&families, &mut buf) {
@@ -288,6 +304,12 @@ mod tests {
             sum: 42.0,
             count: 1,
         });
+        m.idle_gaps.push(AgeSnapshot {
+            service: "shop".into(),
+            buckets: vec![(60.0, 0), (120.0, 1)],
+            sum: 90.0,
+            count: 1,
+        });
         m.capture_events.with_label_values(&["tls"]).inc();
         m.capture_lost
             .with_label_values(&["tls", "ringbuf_full"])
@@ -314,6 +336,12 @@ mod tests {
             "sessionwatch_sessions_tracked{service=\"shop\"} 3",
             "sessionwatch_sessions_evicted_total{reason=\"capacity\"} 1",
             "sessionwatch_session_age_seconds_bucket{service=\"shop\",le=\"60\"} 1",
+            "# TYPE sessionwatch_session_idle_gap_seconds histogram",
+            "sessionwatch_session_idle_gap_seconds_bucket{service=\"shop\",le=\"60\"} 0",
+            "sessionwatch_session_idle_gap_seconds_bucket{service=\"shop\",le=\"120\"} 1",
+            "sessionwatch_session_idle_gap_seconds_bucket{service=\"shop\",le=\"+Inf\"} 1",
+            "sessionwatch_session_idle_gap_seconds_sum{service=\"shop\"} 90",
+            "sessionwatch_session_idle_gap_seconds_count{service=\"shop\"} 1",
             "sessionwatch_capture_events_total{source=\"tls\"} 1",
             "sessionwatch_capture_lost_total{reason=\"ringbuf_full\",source=\"tls\"} 1",
             "sessionwatch_capture_truncated_total{source=\"tls\"} 1",
