@@ -39,7 +39,7 @@ pub struct Metrics {
     /// `sessionwatch_sessions_evicted_total{reason}`.
     pub sessions_evicted: IntCounterVec,
     /// `sessionwatch_session_age_seconds{service}`: age of sessions when they
-    /// end (logout, rotation, eviction, end of input). The analysis stage
+    /// leave the session table (eviction, end of input). The analysis stage
     /// keeps the histogram; it is exported as is at scrape time.
     pub session_ages: Vec<AgeSnapshot>,
     /// `sessionwatch_session_idle_gap_seconds{service}`: gaps between
@@ -264,7 +264,7 @@ impl Metrics {
         if !self.session_ages.is_empty() {
             families.push(Self::histogram_family(
                 "session_age_seconds",
-                "Age of sessions when they end (logout, rotation, eviction, end of input).",
+                "Age of sessions (last seen − first seen) when they leave the session table (eviction, end of input).",
                 &self.session_ages,
             ));
         }
