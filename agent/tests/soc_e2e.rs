@@ -39,7 +39,7 @@ const NODE: &str = "soc-e2e-node";
 
 /// The upstream app: issues `sessionid` on first visit, answers a login
 /// POST with a redirect and keeps the ID (no rotation), accepts any known
-/// session afterwards.
+/// session afterwards, and ends it at `/logout` with a deletion cookie.
 const APP: &str = r#"
 import http.server, secrets, sys
 SESS = set()
@@ -57,6 +57,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def do_GET(self):
+        if self.path == "/logout":
+            SESS.discard(self.sid())
+            return self.send(302, [("Location", "/"), ("Set-Cookie", "sessionid=; Max-Age=0; Path=/")])
         if self.sid() is None:
             s = secrets.token_urlsafe(32); SESS.add(s)
             return self.send(200, [("Set-Cookie", f"sessionid={s}; Path=/; Secure; HttpOnly; SameSite=Lax")])
@@ -68,10 +71,11 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 "#;
 
 /// Metric families the scenario must produce (so the dashboard panels over
-/// them must return data). Others — evictions, ended sessions, idle gaps,
-/// capture loss or truncation, parse errors, alert drops — only appear once
-/// observed; a panel over those alone may be empty, but only while the
-/// agent's own `/metrics` does not export them either.
+/// them must return data). The scenario includes a logout (a session age)
+/// and a malformed request (a parse error) for that. Others — evictions,
+/// capture loss or truncation, alert drops — only appear once observed; a
+/// panel over those alone may be empty, but only while the agent's own
+/// `/metrics` does not export them either.
 const PRODUCED_IN_SCENARIO: &[&str] = &[
     "sessionwatch_findings_total",
     "sessionwatch_http_exchanges_total",
@@ -82,6 +86,8 @@ const PRODUCED_IN_SCENARIO: &[&str] = &[
     "sessionwatch_attached_targets",
     "sessionwatch_alerts_sent_total",
     "sessionwatch_build_info",
+    "sessionwatch_session_age_seconds_bucket",
+    "sessionwatch_parse_errors_total",
 ];
 
 fn required() -> bool {
@@ -270,6 +276,58 @@ fn attack(curl_bin: &Path, tls_port: u16, jar: &Path) -> String {
         .and_then(|l| l.rsplit('\t').next().map(str::to_owned))
         .expect("the app issued a session cookie");
     assert!(raw.len() >= 40, "unexpected session ID length");
+    raw
+}
+
+/// A session that logs out (its age is observed when it ends), then a
+/// malformed request over TLS (a counted parse error). Returns the raw ID.
+fn logout_and_malformed(curl_bin: &Path, tls_port: u16, jar: &Path) -> String {
+    let url = |p: &str| format!("https://shop.test:{tls_port}{p}");
+    let resolve = format!("shop.test:{tls_port}:127.0.0.1");
+    let jar_s = jar.to_str().unwrap();
+    let (home, logout) = (url("/"), url("/logout"));
+    let visit = |target: &str| {
+        curl(
+            curl_bin,
+            &[
+                "--interface",
+                "127.0.0.4",
+                "-A",
+                FIREFOX,
+                "--resolve",
+                &resolve,
+                "-c",
+                jar_s,
+                "-b",
+                jar_s,
+                target,
+            ],
+        );
+    };
+    visit(&home);
+    // Read before the logout: its deletion cookie removes it from the jar.
+    let raw = std::fs::read_to_string(jar)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\tsessionid\t"))
+        .and_then(|l| l.rsplit('\t').next().map(str::to_owned))
+        .expect("the app issued a session cookie");
+    assert!(raw.len() >= 40, "unexpected session ID length");
+    visit(&logout);
+    // A method with a space is not HTTP: nginx answers 400, the agent's
+    // HTTP/1 parser counts it.
+    curl(
+        curl_bin,
+        &[
+            "--interface",
+            "127.0.0.4",
+            "--resolve",
+            &resolve,
+            "-X",
+            "BAD METHOD",
+            &home,
+        ],
+    );
     raw
 }
 
@@ -569,6 +627,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
     // also proves the rules fire on a counter's first appearance (a plain
     // `increase() > 0` would stay at 0 and never fire).
     let raw1 = attack(&curl_bin, tls_port, &dir.join("jar1"));
+    let raw_logout = logout_and_malformed(&curl_bin, tls_port, &dir.join("jar-logout"));
     // (1) The Prometheus alerts fire.
     let firing = wait_for("prometheus alerts firing", Duration::from_secs(20), || {
         let v = get_json(prom_port, "/api/v1/alerts");
@@ -770,6 +829,10 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
             with_data.push(format!("{title}: {promql}"));
         }
     }
+    assert!(
+        without.is_empty(),
+        "dashboard expressions without data from Prometheus: {without:#?}"
+    );
     eprintln!(
         "soc_e2e: {} dashboard expressions returned data:\n  {}\n\
          {} valid but empty (metric not exported by the agent in this scenario):\n  {}",
@@ -795,7 +858,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
     );
     let out = std::fs::read_to_string(&agent_out).unwrap();
     let err = std::fs::read_to_string(&agent_err).unwrap();
-    for raw in [&raw1] {
+    for raw in [&raw1, &raw_logout] {
         for (what, text) in [
             ("Prometheus series", &series),
             ("Alertmanager alerts", &am_all),

@@ -155,6 +155,9 @@ impl Analyzer {
         self.finished = true;
         let stats = &mut self.stats;
         self.store.for_each(&mut |_, r, last_seen| {
+            if r.state != SessionState::Active {
+                return;
+            }
             if let Some(s) = stats.services.get_mut(usize::from(r.service)) {
                 s.session_ages
                     .observe(last_seen.saturating_since(r.first_seen).as_secs_f64());
@@ -557,6 +560,31 @@ impl Analyzer {
         s.sessions_started += 1;
     }
 
+    /// Ends an active session (logout, deletion cookie, rejection) and
+    /// observes its age once; ending an already ended session changes
+    /// nothing in the histogram.
+    fn end_session(
+        &mut self,
+        hash: SessionHash,
+        before: &SessionRecord,
+        ev: SessionEvent,
+        clock: Timestamp,
+    ) {
+        let already_ended = self
+            .store
+            .get(hash, clock)
+            .is_some_and(|r| r.state != SessionState::Active);
+        if let SessionEvent::Ended { at, .. } = ev
+            && before.state == SessionState::Active
+            && !already_ended
+            && let Some(s) = self.stats.services.get_mut(usize::from(before.service))
+        {
+            s.session_ages
+                .observe(at.saturating_since(before.first_seen).as_secs_f64());
+        }
+        self.event(hash, ev, clock);
+    }
+
     fn event(&mut self, hash: SessionHash, ev: SessionEvent, clock: Timestamp) {
         let stats = &mut self.stats;
         self.store
@@ -645,8 +673,9 @@ impl Analyzer {
                 && before.state == SessionState::Active
                 && !matches!(p.effect, Effect::Deleted(_))
             {
-                self.event(
+                self.end_session(
                     p.hash,
+                    &before,
                     SessionEvent::Ended {
                         at: c.now,
                         state: SessionState::Expired,
@@ -679,8 +708,9 @@ impl Analyzer {
                     } else {
                         EndReason::DeletionCookie
                     };
-                    self.event(
+                    self.end_session(
                         p.hash,
+                        &before,
                         SessionEvent::Ended {
                             at: c.now,
                             state: SessionState::LoggedOut,
@@ -692,8 +722,9 @@ impl Analyzer {
                 _ => {}
             }
             if c.routes.logout && c.status.is_some_and(|s| s < 400) {
-                self.event(
+                self.end_session(
                     p.hash,
+                    &before,
                     SessionEvent::Ended {
                         at: c.now,
                         state: SessionState::LoggedOut,
@@ -800,11 +831,15 @@ fn record_eviction(stats: &mut AnalysisStats, e: Eviction) {
     stats.evicted[ri] += 1;
     if let Some(s) = stats.services.get_mut(usize::from(e.record.service)) {
         s.sessions_tracked = s.sessions_tracked.saturating_sub(1);
-        s.session_ages.observe(
-            e.last_seen
-                .saturating_since(e.record.first_seen)
-                .as_secs_f64(),
-        );
+        // Ended sessions were observed when they ended; a rotated-out ID
+        // lives on as its successor.
+        if e.record.state == SessionState::Active {
+            s.session_ages.observe(
+                e.last_seen
+                    .saturating_since(e.record.first_seen)
+                    .as_secs_f64(),
+            );
+        }
     }
 }
 
@@ -997,6 +1032,31 @@ mod tests {
         assert!(cum.contains(&(120.0, 1)), "{cum:?}");
         assert_eq!(cum.last().map(|b| b.1), Some(1));
         assert_eq!(g.above, 0);
+    }
+
+    #[test]
+    fn session_age_is_observed_once_when_a_session_ends() {
+        let mut h = Harness::new();
+        let cookie = format!("sessionid={DJANGO_ID}");
+        h.run(Ex::get("/").set_cookie(&good("sessionid", DJANGO_ID)));
+        h.run(Ex::get("/a").at(100).cookie(&cookie));
+        // Logout route answered with a deletion cookie: both end signals,
+        // one observation of the age (300 s after first sight).
+        h.run(
+            Ex::get("/logout")
+                .at(300)
+                .cookie(&cookie)
+                .status(302)
+                .location("/")
+                .set_cookie("sessionid=; Max-Age=0; Path=/"),
+        );
+        let ages = &h.an.stats().services[0].session_ages;
+        assert_eq!(ages.count, 1);
+        assert_eq!(ages.sum.round() as u64, 300);
+        // The logged-out record stays (post-logout detection needs it) but
+        // is not observed again at the end of input.
+        h.an.finish();
+        assert_eq!(h.an.stats().services[0].session_ages.count, 1);
     }
 
     #[test]
