@@ -118,9 +118,14 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, out)
 }
 
-fn curl(curl: &Path, args: &[&str]) {
+fn curl(curl: &Path, http: Http, args: &[&str]) {
+    let version = if http == Http::Two {
+        "--http2"
+    } else {
+        "--http1.1"
+    };
     let out = Command::new(curl)
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-sk", version, "-o", "/dev/null", "-w", "%{http_code}"])
         .args(args)
         .output()
         .unwrap();
@@ -131,8 +136,32 @@ fn curl(curl: &Path, args: &[&str]) {
     );
 }
 
+/// The two variants share the loopback and each starts its own agent, which
+/// would see the other's traffic: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn live_run_reports_findings_from_tls_traffic() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    live_scenario(Http::One);
+}
+
+/// The same journey over HTTP/2 (nginx `listen ... ssl http2`, curl
+/// `--http2` negotiating h2 by ALPN): the agent decodes HTTP/2 frames and
+/// HPACK from the SSL-layer capture.
+#[test]
+fn live_run_reports_findings_from_tls_http2_traffic() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    live_scenario(Http::Two);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Http {
+    One,
+    Two,
+}
+
+fn live_scenario(http: Http) {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -164,7 +193,11 @@ fn live_run_reports_findings_from_tls_traffic() {
     }
     let [nginx, openssl, curl_bin, python] = [0, 1, 2, 3].map(|i| tools[i].clone().unwrap());
 
-    let dir = std::env::temp_dir().join(format!("sessionwatch-live-e2e-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sessionwatch-live-e2e-{}-h{}",
+        std::process::id(),
+        if http == Http::Two { 2 } else { 1 }
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     let st = Command::new(&openssl)
@@ -198,13 +231,14 @@ fn live_run_reports_findings_from_tls_traffic() {
             .unwrap(),
     );
     let d = dir.display();
+    let h2 = if http == Http::Two { " http2" } else { "" };
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
             "worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log; daemon off;\n\
              events {{}}\n\
              http {{ access_log off;\n\
-               server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
+               server {{ listen 127.0.0.1:{tls_port} ssl{h2}; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
                  location / {{ proxy_pass http://127.0.0.1:{app_port}; proxy_http_version 1.1; proxy_set_header Host $host; }} }} }}\n"
         ),
     )
@@ -265,6 +299,7 @@ fn live_run_reports_findings_from_tls_traffic() {
     // Victim: a session, then a login that keeps it.
     curl(
         &curl_bin,
+        http,
         &[
             "--interface",
             "127.0.0.2",
@@ -281,6 +316,7 @@ fn live_run_reports_findings_from_tls_traffic() {
     );
     curl(
         &curl_bin,
+        http,
         &[
             "--interface",
             "127.0.0.2",
@@ -299,6 +335,7 @@ fn live_run_reports_findings_from_tls_traffic() {
     );
     curl(
         &curl_bin,
+        http,
         &[
             "--interface",
             "127.0.0.2",
@@ -314,6 +351,7 @@ fn live_run_reports_findings_from_tls_traffic() {
     // Attacker: the stolen cookie from another address and client.
     curl(
         &curl_bin,
+        http,
         &[
             "--interface",
             "127.0.0.3",
@@ -388,8 +426,12 @@ fn live_run_reports_findings_from_tls_traffic() {
 
     let (status, metrics) = http_get(admin_port, "/metrics");
     assert_eq!(status, 200);
+    let exchanges = format!(
+        "sessionwatch_http_exchanges_total{{protocol=\"{}\",service=\"nginx\",tls=\"true\"}} 4",
+        if http == Http::Two { "http2" } else { "http1" }
+    );
     for needle in [
-        "sessionwatch_http_exchanges_total{protocol=\"http1\",service=\"nginx\",tls=\"true\"} 4",
+        exchanges.as_str(),
         "sessionwatch_findings_total{detector=\"session_fingerprint_change\",service=\"nginx\",severity=\"high\"} 1",
         "sessionwatch_capture_events_total{source=\"tls\"}",
         "sessionwatch_build_info{version=",
