@@ -16,25 +16,15 @@
 //! or `SESSIONWATCH_E2E_REQUIRED=1` is set); the pure checks always run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::*;
+
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use sessionwatch::export::metrics::{AgeSnapshot, Metrics};
-
-fn required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-        || std::env::var_os("SESSIONWATCH_E2E_REQUIRED").is_some_and(|v| v == "1")
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
 
 /// `promtool`, or `None` after a loud SKIP line (a panic in CI).
 fn promtool(test: &str) -> Option<PathBuf> {
@@ -49,13 +39,6 @@ fn promtool(test: &str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
 }
 
 fn dashboards() -> PathBuf {
@@ -315,59 +298,6 @@ fn promtool_accepts_the_agent_metrics() {
         out.status.success() && msg.trim().is_empty(),
         "promtool check metrics:\n{msg}\n{text}"
     );
-}
-
-/// Every PromQL expression in the dashboard: panel targets (rows nest
-/// panels) and template-variable queries.
-fn dashboard_exprs(dash: &serde_json::Value) -> Vec<(String, String)> {
-    fn panels(list: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        for p in list.as_array().into_iter().flatten() {
-            let title = p["title"].as_str().unwrap_or("?").to_owned();
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if let Some(e) = t["expr"].as_str() {
-                    out.push((title.clone(), e.to_owned()));
-                }
-            }
-            panels(&p["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    panels(&dash["panels"], &mut out);
-    for v in dash["templating"]["list"].as_array().into_iter().flatten() {
-        if v["type"] == "query" {
-            let q = match &v["query"] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other["query"].as_str().unwrap_or_default().to_owned(),
-            };
-            out.push((format!("variable {}", v["name"]), q));
-        }
-    }
-    out
-}
-
-/// Identifiers in an expression that name metrics: `sessionwatch_*` and
-/// the scrape's `up`.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                i += 1;
-            }
-            let word = &expr[start..i];
-            let in_string = expr[..start].matches('"').count() % 2 == 1;
-            if word.starts_with("sessionwatch_") && !in_string {
-                names.push(word.to_owned());
-            }
-        } else {
-            i += 1;
-        }
-    }
-    names
 }
 
 #[test]

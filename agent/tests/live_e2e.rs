@@ -14,92 +14,14 @@
 //! `SESSIONWATCH_E2E_REQUIRED=1` is set).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::*;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-
-/// The upstream app: issues `sessionid` on first visit, answers a login
-/// POST with a redirect and keeps the ID (no rotation), accepts any known
-/// session afterwards.
-const APP: &str = r#"
-import http.server, secrets, sys
-SESS = set()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def sid(self):
-        for p in self.headers.get("Cookie", "").split(";"):
-            k, _, v = p.strip().partition("=")
-            if k == "sessionid" and v in SESS: return v
-    def send(self, code, extra=()):
-        body = b"ok\n"
-        self.send_response(code)
-        for k, v in extra: self.send_header(k, v)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
-    def do_GET(self):
-        if self.sid() is None:
-            s = secrets.token_urlsafe(32); SESS.add(s)
-            return self.send(200, [("Set-Cookie", f"sessionid={s}; Path=/; Secure; HttpOnly; SameSite=Lax")])
-        self.send(200)
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send(302, [("Location", "/account")])
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
-
-fn required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-        || std::env::var_os("SESSIONWATCH_E2E_REQUIRED").is_some_and(|v| v == "1")
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Stops and reaps its process on drop, so a failing test leaves nothing:
-/// SIGTERM first (an nginx master killed with SIGKILL orphans its workers),
-/// SIGKILL after two seconds.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -25,50 +25,19 @@
 //! line (or fails when `CI` or `SESSIONWATCH_E2E_REQUIRED=1` is set).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::*;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 const NODE: &str = "soc-e2e-node";
-
-/// The upstream app: issues `sessionid` on first visit, answers a login
-/// POST with a redirect and keeps the ID (no rotation), accepts any known
-/// session afterwards, and ends it at `/logout` with a deletion cookie.
-const APP: &str = r#"
-import http.server, secrets, sys
-SESS = set()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def sid(self):
-        for p in self.headers.get("Cookie", "").split(";"):
-            k, _, v = p.strip().partition("=")
-            if k == "sessionid" and v in SESS: return v
-    def send(self, code, extra=()):
-        body = b"ok\n"
-        self.send_response(code)
-        for k, v in extra: self.send_header(k, v)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
-    def do_GET(self):
-        if self.path == "/logout":
-            SESS.discard(self.sid())
-            return self.send(302, [("Location", "/"), ("Set-Cookie", "sessionid=; Max-Age=0; Path=/")])
-        if self.sid() is None:
-            s = secrets.token_urlsafe(32); SESS.add(s)
-            return self.send(200, [("Set-Cookie", f"sessionid={s}; Path=/; Secure; HttpOnly; SameSite=Lax")])
-        self.send(200)
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send(302, [("Location", "/account")])
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
 
 /// Metric families the scenario must produce (so the dashboard panels over
 /// them must return data). The scenario includes a logout (a session age)
@@ -89,73 +58,6 @@ const PRODUCED_IN_SCENARIO: &[&str] = &[
     "sessionwatch_session_age_seconds_bucket",
     "sessionwatch_parse_errors_total",
 ];
-
-fn required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-        || std::env::var_os("SESSIONWATCH_E2E_REQUIRED").is_some_and(|v| v == "1")
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Stops and reaps its process on drop, so a failing test leaves nothing:
-/// SIGTERM first (an nginx master killed with SIGKILL orphans its workers),
-/// SIGKILL after two seconds.
-struct Guard(Child);
-impl Guard {
-    /// SIGTERM, then SIGKILL after `grace`; the exit status if it exited
-    /// on its own.
-    fn stop_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        if let Ok(Some(s)) = self.0.try_wait() {
-            return Some(s);
-        }
-        // SAFETY: kill(2) on our own, not yet reaped child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        None
-    }
-}
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.stop_within(Duration::from_secs(2));
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Minimal HTTP/1.0 GET on loopback: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -340,34 +242,6 @@ fn findings(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Every PromQL expression in the dashboard: panel targets (rows nest
-/// panels) and template-variable queries (as in tests/dashboards.rs).
-fn dashboard_exprs(dash: &Value) -> Vec<(String, String)> {
-    fn panels(list: &Value, out: &mut Vec<(String, String)>) {
-        for p in list.as_array().into_iter().flatten() {
-            let title = p["title"].as_str().unwrap_or("?").to_owned();
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if let Some(e) = t["expr"].as_str() {
-                    out.push((title.clone(), e.to_owned()));
-                }
-            }
-            panels(&p["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    panels(&dash["panels"], &mut out);
-    for v in dash["templating"]["list"].as_array().into_iter().flatten() {
-        if v["type"] == "query" {
-            let q = match &v["query"] {
-                Value::String(s) => s.clone(),
-                other => other["query"].as_str().unwrap_or_default().to_owned(),
-            };
-            out.push((format!("variable {}", v["name"]), q));
-        }
-    }
-    out
-}
-
 /// A Grafana expression as Prometheus sees it with every node and service
 /// selected (as in tests/dashboards.rs).
 fn substitute(expr: &str) -> String {
@@ -383,29 +257,6 @@ fn substitute(expr: &str) -> String {
             .unwrap_or(rest.to_owned()),
         None => expr,
     }
-}
-
-/// `sessionwatch_*` identifiers outside string literals.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_alphabetic() || bytes[i] == b'_' {
-            let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                i += 1;
-            }
-            let word = &expr[start..i];
-            let in_string = expr[..start].matches('"').count() % 2 == 1;
-            if word.starts_with("sessionwatch_") && !in_string {
-                names.push(word.to_owned());
-            }
-        } else {
-            i += 1;
-        }
-    }
-    names
 }
 
 #[test]
