@@ -54,8 +54,9 @@ const DETECTORS: [(&str, &str); 20] = [
 const BENIGN: [&str; 2] = ["nat", "roaming"];
 
 /// Names under which the fixtures carry session IDs: the cookie names of
-/// sessionwatch-test.toml, the prefixed form, and Tomcat's path parameter.
-const ID_CARRIERS: [&str; 9] = [
+/// sessionwatch-test.toml, the prefixed form, Tomcat's path parameter, and
+/// `app_auth` (configured nowhere: learned from the traffic).
+const ID_CARRIERS: [&str; 10] = [
     "JSESSIONID",
     "jsessionid",
     "PHPSESSID",
@@ -65,6 +66,7 @@ const ID_CARRIERS: [&str; 9] = [
     "_session_id",
     "session",
     "sid",
+    "app_auth",
 ];
 
 /// Test config, relative to the workspace root (the replay's working directory).
@@ -593,6 +595,7 @@ fixtures!(
     bruteforce_expired_ids,
     client_side_jwt,
     client_side_signed_cookie,
+    learned_session_cookie,
 );
 
 // ---------------------------------------------------------------------------
@@ -864,4 +867,97 @@ fn empty_file_exits_2_naming_file() {
         stderr.contains("empty.pcap"),
         "stderr does not name the file:\n{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Session-cookie learning (`sessions.learn_cookie_names`)
+
+/// The `app_auth` fixture is analysed without configuring the name (the
+/// [[fixture]] entry checks the findings); here: the summary and
+/// `check-config --learned` name it and only it, and with learning off the
+/// same capture yields nothing.
+#[test]
+fn learned_session_cookie_only_when_learning_is_on() {
+    let rel = "tests/fixtures/pcap/learned_session_cookie.pcap";
+    let test_config = std::fs::read_to_string(root().join(CONFIG))
+        .expect("tests/fixtures/sessionwatch-test.toml");
+    assert!(
+        !test_config.contains("app_auth") && !test_config.contains("learn_cookie_names"),
+        "the fixture config must neither name app_auth nor set learning"
+    );
+
+    let tmp = TempDir::new("learning");
+    let metrics = tmp.0.join("metrics.prom");
+    let out = replay(&[
+        rel,
+        "--config",
+        CONFIG,
+        "--metrics-out",
+        metrics.to_str().expect("utf-8 temp path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let prom = std::fs::read_to_string(&metrics).expect("metrics written");
+    assert!(
+        prom.contains("sessionwatch_session_cookies_learned{service=\"shop\"} 1"),
+        "{prom}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("learned session cookies:"))
+        .unwrap_or_else(|| panic!("no learned-cookies line in the summary:\n{stderr}"));
+    assert_eq!(line.trim(), "learned session cookies: app_auth (shop)");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
+        .current_dir(root())
+        .args(["check-config", CONFIG, "--learned", rel])
+        .output()
+        .expect("run check-config --learned");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let learned: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("# session cookies learned from"))
+        .skip(1)
+        .take_while(|l| l.starts_with("#   "))
+        .collect();
+    assert_eq!(learned.len(), 1, "{stdout}");
+    assert!(
+        learned[0].starts_with(
+            "#   app_auth (service shop): issued on 2 login(s), accepted from 2 client(s)"
+        ),
+        "{stdout}"
+    );
+    for decoy in ["theme", "csrftoken"] {
+        assert!(
+            !stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("#   {decoy} "))),
+            "{decoy} is neither learned nor a candidate:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("#   visitor (service shop): "),
+        "the random visitor ID is a candidate that is not learned:\n{stdout}"
+    );
+    // The printed configuration is still valid TOML (the report is comments).
+    toml::from_str::<toml::Value>(&stdout).expect("check-config output parses as TOML");
+
+    let off = tmp.0.join("no-learning.toml");
+    let text = test_config.replacen(
+        "[sessions]\n",
+        "[sessions]\nlearn_cookie_names = false\n",
+        1,
+    );
+    assert_ne!(text, test_config);
+    std::fs::write(&off, text).expect("write config");
+    let out = replay(&[rel, "--config", off.to_str().expect("utf-8 temp path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "learning off: app_auth is not a session cookie, nothing to find; got:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr.contains("learned session cookies"), "{stderr}");
 }

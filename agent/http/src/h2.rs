@@ -64,9 +64,10 @@
 //! # Joining mid-connection
 //!
 //! A connection whose client bytes neither start with the preface nor look
-//! like HTTP/1, but contain a run of strictly plausible frame headers
-//! ([`find_frames`]), is joined mid-stream (`midstream_join`): each
-//! direction scans for such a run, then parses from there. The HPACK
+//! like HTTP/1, but contain a run of strictly plausible frame headers, or
+//! are exactly one plausible frame ([`find_frames`]), is joined mid-stream
+//! (`midstream_join`): each direction scans for such a run, then parses
+//! from there. The HPACK
 //! decoders start empty. That is safe: the dynamic table is indexed newest
 //! first, so every entry inserted since the join sits at the same index as
 //! in the real table, and a reference to an older (unknown) entry is an
@@ -1048,11 +1049,19 @@ impl H2Conn {
     }
 }
 
-/// Where in `data` a run of at least two plausible frame
-/// headers starts that runs to the end of `data` (the last frame may
-/// continue in later bytes). Used only to join a connection mid-stream;
-/// the checks follow RFC 9113 §6 (types, defined flags, stream 0 or not,
-/// fixed lengths), which random bytes rarely pass twice in a row.
+/// Where in `data` a run of plausible frame headers starts that runs to
+/// the end of `data`: at least two frames (the last may continue in later
+/// bytes), or exactly one frame that fills the whole event from its first
+/// byte to its last. Used only to join a connection mid-stream; the checks
+/// follow RFC 9113 §6 (types, defined flags, stream 0 or not, fixed
+/// lengths), which random bytes rarely pass twice in a row.
+///
+/// The single-frame case is the common one on a long-lived connection: a
+/// client's `GET` is one `HEADERS` frame with `END_STREAM`, written with
+/// one `SSL_write` and read by the server with one `SSL_read`, so the event
+/// is exactly that frame. Its 24-bit length matching the event's length
+/// exactly, on top of the type/flag/stream checks, is as strong a signal as
+/// a second frame header.
 pub fn find_frames(data: &[u8]) -> Option<usize> {
     (0..data.len().min(MAX_SYNC_SCAN)).find(|&start| {
         let mut at = start;
@@ -1068,7 +1077,7 @@ pub fn find_frames(data: &[u8]) -> Option<usize> {
             at += FRAME_HEADER + len;
             n += 1;
         }
-        n >= SYNC_FRAMES
+        n >= SYNC_FRAMES || (n == 1 && start == 0 && at == data.len())
     })
 }
 

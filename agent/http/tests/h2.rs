@@ -350,6 +350,87 @@ fn joining_mid_connection_counts_skips_then_decodes() {
     assert_eq!(d.stats().parse_errors.len(), 2, "{:?}", d.stats());
 }
 
+/// A long-lived connection joined where every event is exactly one frame
+/// (a `GET` is one `HEADERS` frame with `END_STREAM`, read by one
+/// `SSL_read`): found by the live test with hyper-h2 against nginx.
+#[test]
+fn joining_mid_connection_on_single_frame_events() {
+    let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+    // `x-csrf` is not in the static table, so the encoder indexes it and
+    // refers to the table on the next request; so does the server's
+    // `x-srv`.
+    let fields = [("cookie", "sessionid=s1-long-enough"), ("x-csrf", "t1")];
+    // Unseen: the tables are filled.
+    let _ = get(&mut ce, "/account", &fields);
+    let _ = status(&mut se, "200", &[("x-srv", "a")]);
+    // Seen, one frame per event: stream 5 is all table references.
+    let c5 = headers(5, END_STREAM, &get(&mut ce, "/account", &fields));
+    let s5 = headers(5, END_STREAM, &status(&mut se, "200", &[("x-srv", "a")]));
+    // Stream 7 starts with a table size update to 0 and back.
+    let mut ce = Encoder::new();
+    let mut b = vec![0x20, 0x3f, 0xe1, 0x1f];
+    b.extend(get(&mut ce, "/account", &fields));
+    let c7 = headers(7, END_STREAM, &b);
+    let s7 = headers(7, END_STREAM, &status(&mut se, "302", &[]));
+    // Stream 9 references what stream 7 inserted.
+    let c9 = headers(9, END_STREAM, &get(&mut ce, "/account", &fields));
+    let s9 = headers(9, END_STREAM, &status(&mut se, "200", &[]));
+
+    let mut d = Driver::new();
+    d.open(1)
+        .req(1, 1, &c5)
+        .resp(1, 2, &s5)
+        .req(1, 3, &c7)
+        .resp(1, 4, &s7)
+        .req(1, 5, &c9)
+        .resp(1, 6, &s9)
+        .close(1, 7);
+    assert_eq!(err(&d, "midstream_join"), 1, "{:?}", d.stats());
+    // Stream 5: the request block and its response are both skipped, and
+    // nothing is emitted for the stream (no unanswered request, no
+    // orphan response).
+    assert_eq!(err(&d, "hpack_index"), 2, "{:?}", d.stats());
+    assert_eq!(
+        summary(d.exchanges()),
+        want(&[
+            ("GET", "/account", Some(302)),
+            ("GET", "/account", Some(200))
+        ])
+    );
+    for e in d.exchanges() {
+        assert_eq!(e.protocol, Protocol::Http2);
+        assert_eq!(
+            e.request.headers.get_str("cookie"),
+            Some("sessionid=s1-long-enough")
+        );
+    }
+}
+
+/// One frame is enough only when it fills the event exactly, from its
+/// first byte: a frame cut by the event's end, or followed or preceded by
+/// other bytes, is not taken for frame sync.
+#[test]
+fn single_frame_sync_needs_an_exact_fit() {
+    use sessionwatch_http::h2::find_frames;
+    let mut enc = Encoder::new();
+    let f = headers(5, END_STREAM, &get(&mut enc, "/x", &[]));
+    assert_eq!(find_frames(&f), Some(0));
+    assert_eq!(find_frames(&f[..f.len() - 1]), None, "cut");
+    let mut junk_after = f.clone();
+    junk_after.push(0);
+    assert_eq!(find_frames(&junk_after), None, "trailing byte");
+    let mut junk_before = vec![0x42];
+    junk_before.extend(&f);
+    assert_eq!(find_frames(&junk_before), None, "leading byte");
+    // Two frames still sync after leading junk, as before.
+    let mut two = vec![0x42];
+    two.extend(&f);
+    two.extend(frame(0x8, 0, 0, &1000u32.to_be_bytes()));
+    assert_eq!(find_frames(&two), Some(1));
+    // Nor does HTTP/1 ever look like one.
+    assert_eq!(find_frames(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
+}
+
 #[test]
 fn http1_mid_stream_is_not_taken_for_http2() {
     let mut d = Driver::new();

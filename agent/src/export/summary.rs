@@ -24,6 +24,8 @@ pub struct Summary {
     pub parse_errors: BTreeMap<(String, String), u64>,
     /// Bytes known to be missing from the streams (sum of gaps).
     pub bytes_missing: u64,
+    /// Session cookie names learned from the traffic: (service, cookie).
+    pub learned_cookies: Vec<(String, String)>,
 }
 
 impl Summary {
@@ -83,6 +85,14 @@ impl fmt::Display for Summary {
                 let _ = writeln!(out);
             }
             let _ = writeln!(out, "  findings total {}", self.total_findings());
+        }
+        if !self.learned_cookies.is_empty() {
+            let list: Vec<String> = self
+                .learned_cookies
+                .iter()
+                .map(|(service, cookie)| format!("{cookie} ({service})"))
+                .collect();
+            let _ = writeln!(out, "  learned session cookies: {}", list.join(", "));
         }
         if self.parse_errors.is_empty() {
             let _ = writeln!(out, "  parse errors: none");
