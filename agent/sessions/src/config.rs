@@ -104,6 +104,20 @@ pub struct SessionsConfig {
     /// ttl_factor` of event time is dropped from the table
     /// (`sessionwatch_sessions_evicted_total{reason="ttl"}`).
     pub ttl_factor: u32,
+    /// Learn session cookie names that are not in `cookie_names` from the
+    /// traffic: a cookie the server sets anew on successful logins, that
+    /// requests need to be accepted on paths where the server rejects
+    /// requests without it (401 or a redirect to the login route). Learned
+    /// names are then treated like configured ones by every detector for
+    /// that service (docs/detectors.md, "Which cookie is the session").
+    pub learn_cookie_names: bool,
+    /// Evidence needed before a name is learned: distinct sessions issued
+    /// on successful logins, and distinct clients (IP, User-Agent family)
+    /// accepted with it, each at least this many (1 to 8).
+    pub learn_min_clients: u32,
+    /// Most candidate cookie names under observation (least recently seen
+    /// dropped beyond it).
+    pub learn_max_candidates: usize,
 }
 
 impl Default for SessionsConfig {
@@ -126,6 +140,9 @@ impl Default for SessionsConfig {
             hash_key_file: None,
             suppression_window: Duration::from_secs(3600),
             ttl_factor: 2,
+            learn_cookie_names: true,
+            learn_min_clients: 2,
+            learn_max_candidates: 256,
         }
     }
 }
@@ -248,6 +265,14 @@ pub struct DetectorsConfig {
     /// Window of `bruteforce_threshold`.
     #[serde(with = "human_duration")]
     pub bruteforce_window: Duration,
+    /// `session_id_weak`, sample stage: the last this many session IDs a
+    /// service issues under one cookie name are tested together (duplicates,
+    /// counters, timestamps, per-position entropy, FIPS 140-2 bit tests).
+    /// At most 20000.
+    pub id_sample_size: u32,
+    /// No sample verdict before this many IDs, then one every this many
+    /// more (evaluation is amortised). At least 50, at most `id_sample_size`.
+    pub id_min_sample: u32,
 }
 
 impl Default for DetectorsConfig {
@@ -257,6 +282,8 @@ impl Default for DetectorsConfig {
             stale_grace: Duration::from_secs(5),
             bruteforce_threshold: 20,
             bruteforce_window: Duration::from_secs(60),
+            id_sample_size: 1000,
+            id_min_sample: 100,
         }
     }
 }

@@ -7,8 +7,10 @@
 //! alphanumeric, base64/base64url, other printable), and obvious structure —
 //! one repeated character, a sequential run, a short repeating period, far
 //! fewer distinct characters than a random string of that length would use —
-//! lowers the estimate to what the structure leaves. Sample-based statistics
-//! across many IDs are a separate, later stage.
+//! lowers the estimate to what the structure leaves. Statistics across many
+//! issued IDs (per-position distributions, bit tests, sequences) are the
+//! sample stage in [`crate::detectors::session_id_weak::randomness`]; it
+//! shares `with_core` and `classify` with this module.
 //!
 //! The raw value is examined in place and never copied beyond a bounded
 //! stack buffer for percent-decoding.
@@ -159,7 +161,9 @@ fn id_core(decoded: &[u8]) -> &[u8] {
     }
 }
 
-fn classify(s: &[u8]) -> Alphabet {
+/// The alphabet class of the characters in `s` (trailing `=` padding
+/// ignored).
+pub(crate) fn classify(s: &[u8]) -> Alphabet {
     let (mut digit, mut lower_hex, mut upper_hex, mut lower, mut upper) =
         (true, true, true, true, true);
     let (mut b32_lower, mut b32_upper, mut b32hex_lower, mut b32hex_upper) =
@@ -249,11 +253,22 @@ fn pattern(s: &[u8], alphabet: Alphabet) -> Option<(Pattern, f64)> {
     None
 }
 
-/// Estimates the strength of one raw session ID (the cookie value as sent).
-pub fn estimate(raw: &[u8]) -> IdEstimate {
+/// Runs `f` on the random part of a raw cookie value (percent-decoded into
+/// a bounded stack buffer, framework wrapping removed); the decoded copy
+/// lives only for the call.
+pub(crate) fn with_core<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buf = [0u8; MAX_EXAMINED];
     let decoded = percent_decode(raw, &mut buf);
-    let core = id_core(decoded);
+    f(id_core(decoded))
+}
+
+/// Estimates the strength of one raw session ID (the cookie value as sent).
+pub fn estimate(raw: &[u8]) -> IdEstimate {
+    with_core(raw, estimate_core)
+}
+
+/// [`estimate`] of an already extracted core.
+pub(crate) fn estimate_core(core: &[u8]) -> IdEstimate {
     let alphabet = classify(core);
     let length = core.len();
     let max_bits = length as f64 * f64::from(alphabet.size()).log2();

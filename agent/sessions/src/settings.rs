@@ -73,6 +73,11 @@ pub enum ConfigError {
 
 /// Most configured session cookie names (indices are stored as `u8`).
 pub const MAX_COOKIE_NAMES: usize = 64;
+/// Index of the first learned session cookie name (configured names and
+/// URL-only parameter names stay below it).
+pub const LEARNED_BASE: u8 = 128;
+/// Most learned session cookie names (over all services).
+pub const MAX_LEARNED: usize = 64;
 
 /// Session cookie names, indexed.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +87,9 @@ pub struct SessionNames {
     /// URL-only parameter names (`jsessionid` when `JSESSIONID` is not
     /// configured: servlet URL rewriting always uses it).
     cookies: usize,
+    /// Names learned from the traffic ([`crate::learning`]), per service;
+    /// index `LEARNED_BASE + position`.
+    learned: Vec<(u16, Box<str>)>,
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -125,7 +133,57 @@ impl SessionNames {
         if !names.iter().any(|n| n.eq_ignore_ascii_case("jsessionid")) {
             names.push("JSESSIONID".into());
         }
-        Ok(SessionNames { names, cookies })
+        Ok(SessionNames {
+            names,
+            cookies,
+            learned: Vec::new(),
+        })
+    }
+
+    /// Index of a session cookie name as sent by a client of `service`:
+    /// a configured name, or one learned for that service.
+    pub fn match_cookie_for(&self, service: u16, name: &[u8]) -> Option<u8> {
+        self.match_cookie(name).or_else(|| {
+            if self.learned.is_empty() {
+                return None;
+            }
+            let (_, bare) = split_prefix(name);
+            self.learned
+                .iter()
+                .position(|(s, n)| *s == service && n.as_bytes() == bare)
+                .map(|i| LEARNED_BASE + i as u8)
+        })
+    }
+
+    /// Index of a URL parameter naming a session ID of `service`
+    /// (case-insensitive): a configured name, or one learned for it.
+    pub fn match_param_for(&self, service: u16, name: &str) -> Option<u8> {
+        self.match_param(name).or_else(|| {
+            self.learned
+                .iter()
+                .position(|(s, n)| *s == service && n.eq_ignore_ascii_case(name))
+                .map(|i| LEARNED_BASE + i as u8)
+        })
+    }
+
+    /// Adds a learned session cookie name (bare, without `__Host-` /
+    /// `__Secure-`) for `service`; from then on it matches like a configured
+    /// one for that service. `None` when [`MAX_LEARNED`] names are learned
+    /// already. Adding a name twice returns its index.
+    pub fn add_learned(&mut self, service: u16, name: &str) -> Option<u8> {
+        if let Some(i) = self.match_cookie_for(service, name.as_bytes()) {
+            return Some(i);
+        }
+        if self.learned.len() >= MAX_LEARNED {
+            return None;
+        }
+        self.learned.push((service, name.into()));
+        Some(LEARNED_BASE + (self.learned.len() - 1) as u8)
+    }
+
+    /// Learned names: `(service id, name)`.
+    pub fn learned(&self) -> impl Iterator<Item = (u16, &str)> {
+        self.learned.iter().map(|(s, n)| (*s, &**n))
     }
 
     /// Index of a session cookie name as sent (exact match, after stripping
@@ -147,8 +205,11 @@ impl SessionNames {
             .map(|i| i as u8)
     }
 
-    /// The configured name at `idx`.
+    /// The configured or learned name at `idx`.
     pub fn name(&self, idx: u8) -> &str {
+        if let Some(l) = idx.checked_sub(LEARNED_BASE) {
+            return self.learned.get(usize::from(l)).map_or("unknown", |s| &s.1);
+        }
         self.names.get(usize::from(idx)).map_or("unknown", |s| s)
     }
 
@@ -204,6 +265,12 @@ pub struct Settings {
     pub bruteforce_threshold: u32,
     /// `detectors.bruteforce_window`.
     pub bruteforce_window: Duration,
+    /// `detectors.id_sample_size`.
+    pub id_sample_size: u32,
+    /// `detectors.id_min_sample`.
+    pub id_min_sample: u32,
+    /// `sessions.learn_cookie_names` and its thresholds.
+    pub learning: crate::learning::LearnSettings,
 }
 
 fn routes(key: &str, list: &[String]) -> Result<RouteSet, ConfigError> {
@@ -256,6 +323,23 @@ impl Settings {
             return Err(invalid("sessions.ttl_factor", "must be at least 1".into()));
         }
         let names = SessionNames::compile(&s.cookie_names)?;
+        if !(1..=crate::learning::MAX_SOURCES as u32).contains(&s.learn_min_clients) {
+            return Err(invalid(
+                "sessions.learn_min_clients",
+                format!("must be between 1 and {}", crate::learning::MAX_SOURCES),
+            ));
+        }
+        if !(1..=65_536).contains(&s.learn_max_candidates) {
+            return Err(invalid(
+                "sessions.learn_max_candidates",
+                "must be between 1 and 65536".into(),
+            ));
+        }
+        let learning = crate::learning::LearnSettings {
+            enabled: s.learn_cookie_names,
+            min_clients: s.learn_min_clients as u8,
+            max_candidates: s.learn_max_candidates,
+        };
         let r = &cfg.routes;
         let routes = Routes {
             login: routes("login", &r.login)?,
@@ -307,6 +391,28 @@ impl Settings {
                 "must be longer than zero".into(),
             ));
         }
+        {
+            use crate::detectors::session_id_weak::{MAX_SAMPLE_SIZE, MIN_MIN_SAMPLE};
+            let d = &cfg.detectors;
+            if d.id_sample_size < MIN_MIN_SAMPLE || d.id_sample_size > MAX_SAMPLE_SIZE {
+                return Err(invalid(
+                    "detectors.id_sample_size",
+                    format!(
+                        "{} is outside {MIN_MIN_SAMPLE}..={MAX_SAMPLE_SIZE}",
+                        d.id_sample_size
+                    ),
+                ));
+            }
+            if d.id_min_sample < MIN_MIN_SAMPLE || d.id_min_sample > d.id_sample_size {
+                return Err(invalid(
+                    "detectors.id_min_sample",
+                    format!(
+                        "{} is outside {MIN_MIN_SAMPLE}..=id_sample_size ({})",
+                        d.id_min_sample, d.id_sample_size
+                    ),
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, svc) in cfg.services.iter().enumerate() {
             if svc.name.is_empty()
@@ -352,6 +458,9 @@ impl Settings {
             stale_grace: cfg.detectors.stale_grace,
             bruteforce_threshold: cfg.detectors.bruteforce_threshold,
             bruteforce_window: cfg.detectors.bruteforce_window,
+            id_sample_size: cfg.detectors.id_sample_size,
+            id_min_sample: cfg.detectors.id_min_sample,
+            learning,
         })
     }
 }
@@ -462,6 +571,54 @@ mod tests {
                 .to_string()
                 .starts_with("policy.cookie_path:")
         );
+    }
+
+    #[test]
+    fn learned_names_match_per_service() {
+        let mut s = Settings::compile(&AnalysisConfig::default()).unwrap();
+        assert_eq!(s.names.match_cookie_for(0, b"app_auth"), None);
+        let idx = s.names.add_learned(0, "app_auth").unwrap();
+        assert!(idx >= LEARNED_BASE);
+        assert_eq!(s.names.add_learned(0, "app_auth"), Some(idx));
+        assert_eq!(s.names.match_cookie_for(0, b"app_auth"), Some(idx));
+        assert_eq!(s.names.match_cookie_for(0, b"__Host-app_auth"), Some(idx));
+        assert_eq!(
+            s.names.match_cookie_for(1, b"app_auth"),
+            None,
+            "other service"
+        );
+        assert_eq!(s.names.match_cookie(b"app_auth"), None, "configured only");
+        assert_eq!(s.names.match_param_for(0, "APP_AUTH"), Some(idx));
+        assert_eq!(s.names.name(idx), "app_auth");
+        assert_eq!(s.names.match_cookie_for(0, b"sessionid"), Some(3));
+        for i in 1..MAX_LEARNED {
+            assert!(s.names.add_learned(0, &format!("n{i}")).is_some());
+        }
+        assert_eq!(s.names.add_learned(0, "one_too_many"), None);
+        assert_eq!(s.names.learned().count(), MAX_LEARNED);
+    }
+
+    #[test]
+    fn learning_thresholds_are_validated() {
+        let mut c = AnalysisConfig::default();
+        c.sessions.learn_min_clients = 0;
+        assert!(
+            Settings::compile(&c)
+                .unwrap_err()
+                .to_string()
+                .starts_with("sessions.learn_min_clients:")
+        );
+        let mut c = AnalysisConfig::default();
+        c.sessions.learn_max_candidates = 0;
+        assert!(
+            Settings::compile(&c)
+                .unwrap_err()
+                .to_string()
+                .starts_with("sessions.learn_max_candidates:")
+        );
+        let s = Settings::compile(&AnalysisConfig::default()).unwrap();
+        assert!(s.learning.enabled);
+        assert_eq!(s.learning.min_clients, 2);
     }
 
     #[test]

@@ -45,6 +45,12 @@ impl ScopeKey {
                 service,
                 value: k,
             },
+            Scope::CookieTest(c, t) => ScopeKey {
+                detector: d,
+                kind: 3,
+                service,
+                value: u64::from(c) << 8 | u64::from(t),
+            },
         }
     }
 }

@@ -473,6 +473,10 @@ pub enum Scope {
     Cookie(u8),
     /// One finding per (client, detector) per window.
     Client(u64),
+    /// One finding per (service, cookie name, detector, test) per window:
+    /// a sample-based test of the cookie's ID generator (the second value
+    /// is the test's index).
+    CookieTest(u8, u8),
 }
 
 /// A detector's report, before suppression and rendering.
@@ -559,7 +563,7 @@ pub fn all(settings: &Settings) -> Vec<Box<dyn Detector>> {
         Box::new(cookie_persistent::CookiePersistent),
         Box::new(cookie_loose_scope::CookieLooseScope),
         Box::new(cookie_prefix_violation::CookiePrefixViolation),
-        Box::new(session_id_weak::SessionIdWeak),
+        Box::new(session_id_weak::SessionIdWeak::new(settings)),
         Box::new(session_id_in_url::SessionIdInUrl),
         Box::new(session_cleartext::SessionCleartext),
         Box::new(no_rotation_after_login::NoRotationAfterLogin),
