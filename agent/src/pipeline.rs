@@ -38,6 +38,9 @@ pub enum PipelineError {
     /// Live capture failed.
     #[error("{0}")]
     Capture(#[from] CaptureError),
+    /// Cross-node correlation (`[cluster]`) could not be started.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The analysis stage behind the HTTP stage: each exchange goes through the
@@ -45,11 +48,27 @@ pub enum PipelineError {
 pub struct AnalysisStage {
     analyzer: Analyzer,
     findings: FindingFanout,
+    /// Learned session cookie names already logged.
+    learned_logged: usize,
 }
 
 impl ExchangeSink for AnalysisStage {
     fn on_exchange(&mut self, exchange: Exchange) {
         self.analyzer.on_exchange(&exchange, &mut self.findings);
+        // A name learned by this exchange (rare): say so once.
+        while let Some((service, l)) = self.analyzer.learned_cookies().nth(self.learned_logged) {
+            self.learned_logged += 1;
+            let e = &l.evidence;
+            tracing::info!(
+                cookie = %l.name,
+                service,
+                login_sessions = e.login_sessions,
+                accepted_clients = e.accepted_clients,
+                rejected_without = e.rejected_without,
+                "learned a session cookie name (sessions.learn_cookie_names); add it to \
+                 sessions.cookie_names to keep it across restarts"
+            );
+        }
     }
 }
 
@@ -91,9 +110,32 @@ impl Pipeline {
             Some(path) => HashKey::from_file(path)?,
             None => HashKey::random()?,
         };
-        let analyzer = Analyzer::new(config.analysis(), key)?;
+        let mut analyzer = Analyzer::new(config.analysis(), key)?;
+        if config.cluster.enabled {
+            if config.sessions.hash_key_file.is_none() {
+                return Err(crate::cluster::ClusterError::NoHashKey.into());
+            }
+            // Keys expire with the session table's TTL: a session past its
+            // absolute lifetime must still be known when it is accepted.
+            let p = &config.policy;
+            let ttl = p.idle_timeout.max(p.absolute_timeout) * config.sessions.ttl_factor.max(1);
+            let registry = match findings.metrics.lock() {
+                Ok(m) => m.registry().clone(),
+                Err(poisoned) => poisoned.into_inner().registry().clone(),
+            };
+            let shared =
+                crate::cluster::start(&config.cluster, config.node_name(), ttl, &registry)?;
+            analyzer.set_shared(Box::new(shared));
+        }
         Ok(Pipeline {
-            http: H1Stage::new(AnalysisStage { analyzer, findings }, Limits::default()),
+            http: H1Stage::new(
+                AnalysisStage {
+                    analyzer,
+                    findings,
+                    learned_logged: 0,
+                },
+                Limits::default(),
+            ),
             reassembler: Reassembler::new(ReassemblyConfig::default()),
             totals: InputTotals::default(),
         })
@@ -142,6 +184,11 @@ impl Pipeline {
         self.http.sink_mut().analyzer.finish();
     }
 
+    /// The analysis stage (learned cookie names, counters).
+    pub fn analyzer(&self) -> &sessionwatch_sessions::Analyzer {
+        &self.http.sink().analyzer
+    }
+
     /// Copies the stage counters into the metrics.
     pub fn sync_metrics(&self, m: &mut Metrics) {
         let stats = self.http.sink().analyzer.stats();
@@ -149,6 +196,15 @@ impl Pipeline {
             let tls = if tls { "true" } else { "false" };
             let c = m.http_exchanges.clone();
             m.apply_cumulative("http_exchanges", &c, &[service, protocol, tls], n);
+        }
+        let mut learned: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (service, _) in self.http.sink().analyzer.learned_cookies() {
+            *learned.entry(service).or_default() += 1;
+        }
+        for (service, n) in learned {
+            m.session_cookies_learned
+                .with_label_values(&[service])
+                .set(n);
         }
         for (service, n) in stats.sessions_tracked() {
             m.sessions_tracked
@@ -202,6 +258,12 @@ impl Pipeline {
         for ((protocol, kind), n) in &self.http.stats().parse_errors {
             m.apply_cumulative("parse_errors", &c, &[protocol, kind], *n);
         }
+        // Cookie input the analysis skipped or capped (bounded work per
+        // message; values no browser or server accepts) is counted under
+        // protocol "cookie", every kind from the first sync on.
+        for (kind, n) in cookie_skips(&stats.input) {
+            m.apply_cumulative("parse_errors", &c, &["cookie", kind], n);
+        }
         // Packet-level skips of replay (non-TCP frames, unsupported link
         // types…) are counted under protocol "capture".
         let rs = self.reassembler.stats();
@@ -241,6 +303,11 @@ impl Pipeline {
         s.exchanges = stats.exchanges_total();
         s.sessions = stats.sessions_seen();
         s.bytes_missing = rs.bytes_missing.max(self.totals.bytes_missing);
+        s.learned_cookies = stage
+            .analyzer
+            .learned_cookies()
+            .map(|(service, l)| (service.to_owned(), l.name.clone()))
+            .collect();
         for ((protocol, kind), n) in &self.http.stats().parse_errors {
             *s.parse_errors
                 .entry((protocol.to_string(), kind.to_string()))
@@ -264,8 +331,28 @@ impl Pipeline {
                 self.totals.truncated_files,
             );
         }
+        for (kind, n) in cookie_skips(&stats.input) {
+            if n > 0 {
+                s.parse_errors.insert(("cookie".into(), kind.into()), n);
+            }
+        }
         s
     }
+}
+
+/// Cookie input the analysis skipped or capped, as `(kind, count)` of
+/// `parse_errors_total{protocol="cookie"}`: pairs beyond the per-request
+/// cap, `Set-Cookie`s beyond the per-response cap or malformed (control
+/// characters, oversized), presented IDs beyond the per-request cap, and
+/// session cookie values no server accepts (control characters).
+fn cookie_skips(input: &sessionwatch_sessions::stats::InputStats) -> [(&'static str, u64); 5] {
+    [
+        ("pairs_capped", input.cookie_pairs_capped),
+        ("set_cookies_capped", input.set_cookies_capped),
+        ("set_cookie_invalid", input.set_cookies_invalid),
+        ("presented_capped", input.presented_capped),
+        ("id_invalid", input.ids_skipped),
+    ]
 }
 
 impl StreamSink for Pipeline {

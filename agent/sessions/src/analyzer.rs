@@ -22,10 +22,14 @@ use crate::detectors::{
     self, Detector, Effect, Hit, Hits, IdSource, Issued, Outcome, Presented, RawId, RouteFlags,
     View,
 };
-use crate::finding::{Finding, FindingClient, FindingRequest, FindingSink, Severity};
+use crate::finding::{
+    Finding, FindingClient, FindingContainer, FindingRequest, FindingSink, Severity,
+};
 use crate::hash::{HashKey, SessionHash, SessionHasher};
+use crate::learning::{CandidateReport, LearnStats, LearnedCookie, Learner, Observation};
 use crate::service::{ServiceResolver, bare_host};
 use crate::settings::{ConfigError, Settings};
+use crate::shared::{Attribution, Change, SharedFp, SharedSightings};
 use crate::stats::{AnalysisStats, ServiceStats};
 use crate::store::{
     EndReason, EvictReason, Eviction, Fingerprint, SessionEvent, SessionRecord, SessionState,
@@ -60,7 +64,12 @@ pub struct Analyzer {
     detectors: Vec<Box<dyn Detector>>,
     suppressor: Suppressor,
     services: ServiceResolver,
+    /// Session-cookie learning (`sessions.learn_cookie_names`).
+    learner: Learner,
     ua: UaTable,
+    /// Sightings shared with other agents (`[cluster]`); `None` = this
+    /// node's table only.
+    shared: Option<Box<dyn SharedSightings>>,
     stats: AnalysisStats,
     limits: CookieLimits,
     /// Latest event time seen (the table's clock; never steps back).
@@ -117,7 +126,9 @@ impl Analyzer {
             store,
             detectors,
             services,
+            learner: Learner::new(settings.learning),
             ua: UaTable::default(),
+            shared: None,
             stats,
             limits: CookieLimits::default(),
             clock: Timestamp(0),
@@ -129,6 +140,37 @@ impl Analyzer {
     /// Counters so far.
     pub fn stats(&self) -> &AnalysisStats {
         &self.stats
+    }
+
+    /// Shares session sightings with other agents: state changes are
+    /// published to `shared`, and detectors that depend on history judge
+    /// the local record merged with what other nodes saw.
+    pub fn set_shared(&mut self, shared: Box<dyn SharedSightings>) {
+        self.shared = Some(shared);
+    }
+
+    /// Session cookie names learned so far, with the service name and the
+    /// evidence at promotion (`sessions.learn_cookie_names`).
+    pub fn learned_cookies(&self) -> impl Iterator<Item = (&str, &LearnedCookie)> + '_ {
+        self.learner
+            .learned()
+            .iter()
+            .map(|l| (self.services.name(l.service), l))
+    }
+
+    /// Cookie names under observation but not learned, with the service
+    /// name and what each still lacks (`check-config --learned`).
+    pub fn learning_candidates(&self) -> Vec<(String, CandidateReport)> {
+        self.learner
+            .candidates()
+            .into_iter()
+            .map(|c| (self.services.name(c.service).to_owned(), c))
+            .collect()
+    }
+
+    /// Learning counters.
+    pub fn learning_stats(&self) -> LearnStats {
+        self.learner.stats()
     }
 
     /// Sessions in the table.
@@ -153,6 +195,9 @@ impl Analyzer {
             return;
         }
         self.finished = true;
+        if let Some(shared) = self.shared.as_mut() {
+            shared.flush();
+        }
         let stats = &mut self.stats;
         self.store.for_each(&mut |_, r, last_seen| {
             if r.state != SessionState::Active {
@@ -236,6 +281,7 @@ impl Analyzer {
         let raw_path = path_of(&req.target);
         let path = route_path(raw_path);
         let mut routes = self.classify_routes(&req.method, &path);
+        let login_route = routes.login;
         let reference_secs = resp
             .and_then(|r| r.headers.get("date"))
             .and_then(parse_cookie_date)
@@ -253,7 +299,7 @@ impl Analyzer {
                     self.stats.input.set_cookies_invalid += 1;
                     continue;
                 };
-                let Some(idx) = self.settings.names.match_cookie(sc.name) else {
+                let Some(idx) = self.settings.names.match_cookie_for(service, sc.name) else {
                     continue;
                 };
                 let Ok(name) = std::str::from_utf8(sc.name) else {
@@ -351,13 +397,22 @@ impl Analyzer {
                         self.stats.input.cookie_pairs_capped += 1;
                         break 'headers;
                     }
-                    let Some(idx) = names.match_cookie(pair.name) else {
+                    let Some(idx) = names.match_cookie_for(service, pair.name) else {
                         continue;
                     };
                     let value = unquote(pair.value);
+                    // Control characters are not cookie-octets (RFC 6265
+                    // §4.1.1): CR/LF smuggled into a value (HTTP/2 carries
+                    // them, no line syntax stops them) is no ID a server
+                    // accepted. Counted, not tracked.
                     let Ok(name) = std::str::from_utf8(pair.name) else {
+                        self.stats.input.ids_skipped += 1;
                         continue;
                     };
+                    if value.iter().any(u8::is_ascii_control) {
+                        self.stats.input.ids_skipped += 1;
+                        continue;
+                    }
                     if value.is_empty() {
                         continue;
                     }
@@ -376,7 +431,7 @@ impl Analyzer {
                 }
             }
             for_each_param(&req.target, MAX_URL_PARAMS, |k, v, loc| {
-                let Some(idx) = names.match_param(k) else {
+                let Some(idx) = names.match_param_for(service, k) else {
                     return;
                 };
                 if v.len() < MIN_URL_ID_LEN || capped {
@@ -428,6 +483,16 @@ impl Analyzer {
             };
         }
 
+        // Cross-node correlation: merge what other agents saw. Only for
+        // accepted requests: every history-based finding is about the server
+        // accepting an ID, and rejected guesses (brute force) must not turn
+        // into Redis round trips.
+        let cross = if outcome == Outcome::Accepted {
+            self.merge_shared(&mut presented, now, service)
+        } else {
+            Vec::new()
+        };
+
         // Detectors.
         let host = req.host.as_deref().map(bare_host);
         let hits = {
@@ -462,7 +527,10 @@ impl Analyzer {
                 self.detectors.iter().map(|d| d.untracked()).sum();
             hits.list
         };
-        for hit in hits {
+        for mut hit in hits {
+            if !cross.is_empty() {
+                annotate_cross_node(&mut hit, &cross, &self.settings.node);
+            }
             self.emit(hit, ex, client.ip, service, now, out);
         }
 
@@ -480,6 +548,23 @@ impl Analyzer {
             &presented,
             &issued,
         );
+
+        if self.learner.enabled() {
+            self.learner.observe(
+                &Observation {
+                    ex,
+                    service,
+                    fp,
+                    outcome,
+                    routes,
+                    login_route,
+                    path: &path,
+                    reference_secs,
+                },
+                &mut self.settings.names,
+                &self.limits,
+            );
+        }
 
         let stats = &mut self.stats;
         self.store.expire(clock, &mut |e| record_eviction(stats, e));
@@ -539,13 +624,19 @@ impl Analyzer {
                 method,
                 host,
                 path: redacted_path(&req.target, MAX_PATH_LEN, |k| {
-                    names.match_param(k).is_some()
+                    names.match_param_for(service, k).is_some()
                 }),
                 status: ex.response.as_ref().map(|r| r.status),
             },
             cwe: hit.detector.cwe().to_owned(),
             message: hit.message,
             evidence: hit.evidence,
+            container: ex
+                .conn
+                .process
+                .as_ref()
+                .and_then(|p| p.container_id.clone())
+                .map(|id| FindingContainer { id }),
         };
         out.on_finding(finding);
     }
@@ -555,6 +646,19 @@ impl Analyzer {
         let stats = &mut self.stats;
         self.store
             .put(hash, rec, clock, &mut |e| record_eviction(stats, e));
+        if let Some(shared) = self.shared.as_mut() {
+            let fp = SharedFp {
+                ip: rec.last_fp.ip(),
+                ua: self.ua.display(rec.last_fp.ua),
+            };
+            shared.publish(
+                hash,
+                Change::Seen {
+                    origin: rec.origin,
+                    fp,
+                },
+            );
+        }
         let s = self.service_stats(service);
         s.sessions_tracked += 1;
         s.sessions_started += 1;
@@ -586,9 +690,132 @@ impl Analyzer {
     }
 
     fn event(&mut self, hash: SessionHash, ev: SessionEvent, clock: Timestamp) {
+        // Only events that can change what other nodes know are published.
+        let publishable = !matches!(
+            ev,
+            SessionEvent::Tls | SessionEvent::Cleartext | SessionEvent::Issued
+        );
+        let before = match self.shared {
+            Some(_) if publishable => self.store.peek(hash),
+            _ => None,
+        };
         let stats = &mut self.stats;
-        self.store
+        let applied = self
+            .store
             .record_event(hash, ev, clock, &mut |e| record_eviction(stats, e));
+        if applied && let Some(before) = before {
+            self.publish_event(hash, &before, &ev);
+        }
+    }
+
+    /// Publishes the state changes among a session's events (never one
+    /// write per request: a use is published when it is the first, brings a
+    /// new client, or opens a new `idle_timeout / 4` bucket of event time).
+    fn publish_event(&mut self, hash: SessionHash, before: &SessionRecord, ev: &SessionEvent) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        let granularity = publish_granularity(&self.settings).as_nanos().max(1);
+        let bucket = |t: Timestamp| u128::from(t.0) / granularity;
+        match *ev {
+            SessionEvent::Used { at, fp } => {
+                let new_fp = !before.knows_fp(&fp);
+                let shared_fp = || SharedFp {
+                    ip: fp.ip(),
+                    ua: self.ua.display(fp.ua),
+                };
+                // Bounded per session: only while the local set is filling
+                // (a client cycling User-Agents cannot cause a write per
+                // request).
+                let new_fp =
+                    new_fp && usize::from(before.seen_len) < crate::store::MAX_FINGERPRINTS;
+                if new_fp {
+                    shared.publish(
+                        hash,
+                        Change::Fingerprint {
+                            at,
+                            fp: shared_fp(),
+                        },
+                    );
+                }
+                let first = before.last_use.get().is_none();
+                let new_bucket = before
+                    .last_use
+                    .get()
+                    .is_none_or(|prev| bucket(prev) != bucket(at));
+                if first || new_fp || new_bucket {
+                    shared.publish(
+                        hash,
+                        Change::Use {
+                            at,
+                            fp: shared_fp(),
+                            first,
+                        },
+                    );
+                }
+            }
+            SessionEvent::Login { at } => shared.publish(hash, Change::Login { at }),
+            SessionEvent::Reauth { at } => shared.publish(hash, Change::Reauth { at }),
+            SessionEvent::Ended {
+                at,
+                state: SessionState::LoggedOut,
+                reason,
+            } if before.state != SessionState::LoggedOut => {
+                shared.publish(hash, Change::Logout { at, reason });
+            }
+            SessionEvent::Rotated {
+                at,
+                successor,
+                reason,
+            } if before.successor != Some(successor) => {
+                shared.publish(
+                    hash,
+                    Change::Rotated {
+                        at,
+                        successor,
+                        reason,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces each presented ID's record by its merge with what other
+    /// nodes saw (one cache lookup per ID; see [`SharedSightings::lookup`]),
+    /// and returns the attribution of the sessions other nodes took part in.
+    fn merge_shared(
+        &mut self,
+        presented: &mut [Presented<'_>],
+        now: Timestamp,
+        service: u16,
+    ) -> Vec<(SessionHash, Attribution)> {
+        let mut cross = Vec::new();
+        let Some(shared) = self.shared.as_mut() else {
+            return cross;
+        };
+        let use_slack = publish_granularity(&self.settings);
+        for p in presented.iter_mut().filter(|p| !p.ambiguous) {
+            let Some(view) = shared.lookup(p.hash, now) else {
+                continue;
+            };
+            let Some((record, attr)) = crate::shared::merge(
+                p.record,
+                &view,
+                &self.settings.node,
+                use_slack,
+                &mut self.ua,
+                service,
+                p.cookie,
+            ) else {
+                continue;
+            };
+            p.record = Some(record);
+            if attr.is_cross_node(&self.settings.node) {
+                cross.push((p.hash, attr));
+            }
+        }
+        cross
     }
 
     /// Applies the exchange to the session table.
@@ -821,6 +1048,53 @@ fn add_presented<'a>(
         ambiguous: false,
     });
     true
+}
+
+/// Accepted uses are shared once per this much event time per session
+/// (`idle_timeout / 4`, at least 1 s): coarse enough to never be a write per
+/// request, fine enough for idle-timeout judgement across nodes.
+fn publish_granularity(settings: &Settings) -> std::time::Duration {
+    (settings.policy.idle_timeout / 4).max(std::time::Duration::from_secs(1))
+}
+
+/// Names the nodes behind a finding on a session other nodes took part in:
+/// `seen_on` (every node that saw it) and, per detector, the node where the
+/// other side was seen (`previous_node`, `logout_node`, `rotation_node`,
+/// `login_node`, `last_use_node`, `origin_node`).
+fn annotate_cross_node(hit: &mut Hit, cross: &[(SessionHash, Attribution)], node: &str) {
+    use crate::detectors::DetectorId as D;
+    let Some(h) = hit.session else {
+        return;
+    };
+    let Some((_, a)) = cross.iter().find(|(x, _)| *x == h) else {
+        return;
+    };
+    let mut seen = a.seen_on.clone();
+    if !seen.iter().any(|n| n == node) {
+        seen.push(node.to_owned());
+        seen.sort();
+    }
+    let name = |n: &Option<String>| {
+        serde_json::Value::String(n.clone().unwrap_or_else(|| node.to_owned()))
+    };
+    let side = match hit.detector {
+        D::SessionFingerprintChange => Some(("previous_node", name(&a.last_fp_node))),
+        D::SessionAcceptedAfterLogout => Some(("logout_node", name(&a.end_node))),
+        D::StaleSessionAccepted => Some(("rotation_node", name(&a.end_node))),
+        D::IdleTimeoutNotEnforced => Some(("last_use_node", name(&a.last_use_node))),
+        D::AbsoluteTimeoutNotEnforced => Some(("origin_node", name(&a.origin_node))),
+        D::NoRotationAfterLogin | D::SensitiveActionWithoutReauth => {
+            Some(("login_node", name(&a.login_node)))
+        }
+        _ => None,
+    };
+    if let Some((k, v)) = side {
+        hit.evidence.insert(k.to_owned(), v);
+    }
+    hit.evidence.insert(
+        "seen_on".to_owned(),
+        serde_json::Value::Array(seen.into_iter().map(serde_json::Value::String).collect()),
+    );
 }
 
 fn record_eviction(stats: &mut AnalysisStats, e: Eviction) {

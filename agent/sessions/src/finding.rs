@@ -88,6 +88,15 @@ pub struct FindingRequest {
     pub status: Option<u16>,
 }
 
+/// The container of the process that captured the exchange (live capture
+/// of a containerised process only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingContainer {
+    /// Container id (64 hex digits), from the process's cgroup path: the id
+    /// `docker ps --no-trunc` and `crictl ps` show.
+    pub id: String,
+}
+
 /// One finding. Field order and names are the stable JSON contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
@@ -115,6 +124,11 @@ pub struct Finding {
     pub message: String,
     /// Detector-specific evidence (never raw IDs).
     pub evidence: serde_json::Map<String, serde_json::Value>,
+    /// The capturing process's container; absent for host processes and in
+    /// replay (an additive field: consumers of the original contract never
+    /// see it unless a container was involved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<FindingContainer>,
 }
 
 /// Consumer of findings (alert sinks, metrics, a test recorder).
@@ -132,5 +146,27 @@ impl FindingSink for Vec<Finding> {
 impl<S: FindingSink + ?Sized> FindingSink for &mut S {
     fn on_finding(&mut self, finding: Finding) {
         (**self).on_finding(finding)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_is_additive() {
+        let line = r#"{"time":"2026-11-26T06:01:02.123Z","detector":"no_rotation_after_login","severity":"high","service":"shop","node":"node-1","session":"9f2c1a7e5b3d4c60","cookie":"sessionid","client":{"ip":"203.0.113.7","user_agent":null},"request":{"method":"POST","host":"shop.example","path":"/login","status":302},"cwe":"CWE-384","message":"m","evidence":{}}"#;
+        let mut f: Finding = serde_json::from_str(line).expect("contract JSON parses");
+        assert_eq!(f.container, None);
+        assert_eq!(
+            serde_json::to_string(&f).expect("serialises"),
+            line,
+            "without a container the JSON is exactly the original contract"
+        );
+        let id = "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+        f.container = Some(FindingContainer { id: id.into() });
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&f).expect("serialises")).expect("json");
+        assert_eq!(v["container"]["id"], id);
     }
 }

@@ -174,6 +174,29 @@ impl UaTable {
         format!("{}/{}", self.family_name(k.family), k.major)
     }
 
+    /// The key of a [`UaTable::display`] string (`chrome/120`, `none`)
+    /// printed by another process: family names are interned per process,
+    /// so agents exchange the printed form (cross-node correlation).
+    pub fn key_from_display(&mut self, s: &str) -> UaKey {
+        if s == "none" || s.is_empty() {
+            return UaKey {
+                family: FAMILY_NONE,
+                major: 0,
+            };
+        }
+        let (name, major) = s.rsplit_once('/').unwrap_or((s, "0"));
+        let major = major_of(major.as_bytes());
+        // Printed names are already normalised: no allocation when known.
+        if let Some(id) = self.ids.get(name) {
+            return UaKey { family: *id, major };
+        }
+        let name = normalise(name.as_bytes());
+        UaKey {
+            family: self.intern(&name),
+            major,
+        }
+    }
+
     fn intern(&mut self, name: &str) -> FamilyId {
         if let Some(id) = self.ids.get(name) {
             return *id;
