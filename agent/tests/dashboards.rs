@@ -520,6 +520,7 @@ mod alertmanager_push {
             cwe: "CWE-384".into(),
             message: "session presented from a different client".into(),
             evidence,
+            container: None,
         }
     }
 

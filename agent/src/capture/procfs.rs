@@ -9,11 +9,16 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::container::{ContainerRef, parse_cgroup};
+
 /// Largest `/proc/PID/maps` read (bytes); larger maps are cut.
 const MAX_MAPS_BYTES: u64 = 16 << 20;
+/// Largest `/proc/PID/cgroup` read (bytes): one line per v1 hierarchy.
+const MAX_CGROUP_BYTES: u64 = 64 << 10;
 /// Largest `/proc/PID/net/tcp{,6}` read (bytes).
 const MAX_TCP_TABLE_BYTES: u64 = 64 << 20;
 
@@ -44,6 +49,22 @@ pub(crate) struct Mapping {
     pub range: String,
     /// The mapping refers to a file deleted since (upgraded library).
     pub deleted: bool,
+}
+
+impl Mapping {
+    /// The device as a `dev_t` (glibc's `makedev` encoding, as `st_dev`):
+    /// the device of the file the kernel maps, below overlayfs.
+    pub(crate) fn dev_number(&self) -> Option<u64> {
+        let (major, minor) = self.dev.split_once(':')?;
+        let major = u64::from_str_radix(major, 16).ok()?;
+        let minor = u64::from_str_radix(minor, 16).ok()?;
+        Some(
+            ((major & 0x0000_0fff) << 8)
+                | ((major & 0xffff_f000) << 32)
+                | (minor & 0x0000_00ff)
+                | ((minor & 0xffff_ff00) << 12),
+        )
+    }
 }
 
 impl Proc {
@@ -88,22 +109,49 @@ impl Proc {
         Ok(parse_maps(&text))
     }
 
-    /// Path through which the agent can open a file the process maps:
-    /// through the process's root (containers see their own files), or
-    /// through `map_files` when the file was deleted.
+    /// Path through which the agent can open a file the process maps.
+    ///
+    /// The path in `/proc/PID/maps` is printed relative to the *reader's*
+    /// root when the file is reachable from it (a chroot that shares the
+    /// agent's mount namespace: a host path), else relative to the root of
+    /// the process's own mount namespace (a container: a container path).
+    /// So the candidates are tried in order — the process's root
+    /// (`/proc/PID/root`), the host's root (`/proc/1/root`, which is the
+    /// node's root for an agent in the host PID namespace), the agent's own
+    /// root — and the first whose inode is the mapped one wins (overlayfs
+    /// reports the same inode number as the layer file below it; its
+    /// device differs, so only inodes are compared); when none matches, the
+    /// process's root is used (and the scan reports what it finds there).
+    /// A deleted file is
+    /// opened through `map_files` (which needs `CAP_SYS_ADMIN`).
     pub(crate) fn host_path(&self, pid: u32, m: &Mapping) -> PathBuf {
         if m.deleted {
-            self.path(pid, "map_files").join(&m.range)
-        } else {
-            let rel = m.path.trim_start_matches('/');
-            self.path(pid, "root").join(rel)
+            return self.path(pid, "map_files").join(&m.range);
         }
+        let rel = m.path.trim_start_matches('/');
+        let candidates = [
+            self.path(pid, "root").join(rel),
+            self.path(1, "root").join(rel),
+            PathBuf::from(&m.path),
+        ];
+        let [own, ..] = &candidates;
+        candidates
+            .iter()
+            .find(|c| fs::metadata(c).is_ok_and(|md| md.ino() == m.inode))
+            .unwrap_or(own)
+            .clone()
     }
 
-    /// Container id of a process from its cgroup path, when it runs in one.
+    /// Container of a process from its cgroup path, when it runs in one
+    /// (see [`super::container`] for the formats).
+    pub(crate) fn container(&self, pid: u32) -> Option<ContainerRef> {
+        let text = read_bounded(&self.path(pid, "cgroup"), MAX_CGROUP_BYTES).ok()?;
+        parse_cgroup(&text)
+    }
+
+    /// Container id of a process, when it runs in one.
     pub(crate) fn container_id(&self, pid: u32) -> Option<String> {
-        let text = fs::read_to_string(self.path(pid, "cgroup")).ok()?;
-        container_id_from_cgroup(&text)
+        self.container(pid).map(|c| c.id)
     }
 
     /// Socket inode behind an fd, `None` if the fd is not a socket (or gone).
@@ -195,22 +243,6 @@ pub(crate) fn parse_maps(text: &str) -> Vec<Mapping> {
 /// `socket:[12345]` → 12345.
 pub(crate) fn parse_socket_link(s: &str) -> Option<u64> {
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-}
-
-/// Container id from `/proc/PID/cgroup`: the last 64-hex-digit component
-/// (docker, containerd, CRI-O and podman all name scopes after it).
-pub(crate) fn container_id_from_cgroup(text: &str) -> Option<String> {
-    for line in text.lines() {
-        let path = line.rsplit(':').next().unwrap_or("");
-        for comp in path.rsplit('/') {
-            let comp = comp.strip_suffix(".scope").unwrap_or(comp);
-            let id = comp.rsplit(['-', ':']).next().unwrap_or(comp);
-            if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Some(id.to_string());
-            }
-        }
-    }
-    None
 }
 
 /// One row of `/proc/net/tcp{,6}`.
@@ -420,26 +452,67 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_container_ids() {
-        let id = "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+    fn maps_devices_encode_like_st_dev() {
+        use std::os::unix::fs::MetadataExt as _;
+        let me = std::env::current_exe().expect("exe");
+        let md = fs::metadata(&me).expect("stat");
+        let maps = fs::read_to_string("/proc/self/maps").expect("maps");
+        let m = parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.inode == md.ino())
+            .expect("the test binary is mapped");
+        assert_eq!(m.dev_number(), Some(md.dev()));
+        let big = Mapping {
+            path: "/x".into(),
+            dev: "103:10001".into(),
+            inode: 1,
+            range: "0-1".into(),
+            deleted: false,
+        };
+        // major 0x103, minor 0x10001: the high minor bits move above the major.
         assert_eq!(
-            container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")),
-            Some(id.to_string())
+            big.dev_number(),
+            Some((0x103 << 8) | 0x01 | (0x1_0000 << 12))
         );
+    }
+
+    #[test]
+    fn host_path_prefers_the_file_with_the_mapped_inode() {
+        use std::os::unix::fs::MetadataExt as _;
+        // A fake /proc: process 42's root holds a different file at the
+        // mapped path than the host root (process 1) does.
+        let dir = std::env::temp_dir().join(format!("sw-procfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for root in ["42/root/lib", "1/root/lib"] {
+            fs::create_dir_all(dir.join(root)).expect("mkdir");
+        }
+        fs::write(dir.join("42/root/lib/libssl.so.3"), b"container").expect("write");
+        fs::write(dir.join("1/root/lib/libssl.so.3"), b"host").expect("write");
+        let ino = |p: &str| fs::metadata(dir.join(p)).expect("stat").ino();
+        let p = Proc::at(&dir);
+        let mapping = |inode| Mapping {
+            path: "/lib/libssl.so.3".into(),
+            dev: "08:01".into(),
+            inode,
+            range: "1000-2000".into(),
+            deleted: false,
+        };
         assert_eq!(
-            container_id_from_cgroup(&format!(
-                "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope\n"
-            )),
-            Some(id.to_string())
+            p.host_path(42, &mapping(ino("42/root/lib/libssl.so.3"))),
+            dir.join("42/root/lib/libssl.so.3")
         );
+        // A chroot sharing the reader's mount namespace: the mapped file is
+        // the one under the host's root.
         assert_eq!(
-            container_id_from_cgroup(&format!("12:memory:/docker/{id}\n")),
-            Some(id.to_string())
+            p.host_path(42, &mapping(ino("1/root/lib/libssl.so.3"))),
+            dir.join("1/root/lib/libssl.so.3")
         );
+        // No inode matches: the process's root.
         assert_eq!(
-            container_id_from_cgroup("0::/user.slice/session-1.scope\n"),
-            None
+            p.host_path(42, &mapping(1)),
+            dir.join("42/root/lib/libssl.so.3")
         );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

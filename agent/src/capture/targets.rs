@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use object::{Object as _, ObjectSymbol as _};
 
 use super::config::CaptureConfig;
+use super::container::ContainerRef;
 use super::procfs::{Mapping, Proc};
 
 /// OpenSSL-compatible API families (they differ in `struct bio_st`, which
@@ -98,24 +99,38 @@ pub struct TargetReport {
     pub kind: TargetKind,
     /// Path as the process sees it.
     pub path: String,
-    /// Path the agent opens (through `/proc/PID/root` or `map_files`).
+    /// Path the agent opens (through `/proc/PID/root`, the host's root or
+    /// `map_files`).
     pub host_path: PathBuf,
-    /// Device of the file (`st_dev`), 0 if unknown.
+    /// Device of the mapped file as `/proc/PID/maps` reports it, 0 if
+    /// unknown. Below overlayfs this is the layer's file, which is what
+    /// the kernel attaches uprobes to: containers of one image share it.
     pub dev: u64,
-    /// Inode of the file, 0 if unknown.
+    /// Inode of the mapped file, 0 if unknown.
     pub inode: u64,
+    /// (`st_dev`, `st_ino`) of `host_path` when scanned; attaching checks
+    /// the path still names that file.
+    pub opened_id: (u64, u64),
     /// API family, when the file defines `SSL_read`.
     pub flavor: Option<TlsFlavor>,
-    /// Container id, when the process runs in one.
-    pub container_id: Option<String>,
+    /// The process's container (from `/proc/PID/cgroup`), when it runs in
+    /// one.
+    pub container: Option<ContainerRef>,
     /// Hooked or why not.
     pub status: TargetStatus,
 }
 
 impl TargetReport {
-    /// (device, inode): the identity uprobes are attached to.
+    /// (device, inode) of the mapped file: the identity uprobes are
+    /// attached to, so one file is hooked once however many processes and
+    /// containers (overlayfs mounts of one image layer) map it.
     pub fn file_id(&self) -> (u64, u64) {
         (self.dev, self.inode)
+    }
+
+    /// Full container id, when the process runs in a container.
+    pub fn container_id(&self) -> Option<&str> {
+        self.container.as_ref().map(|c| c.id.as_str())
     }
 }
 
@@ -146,27 +161,34 @@ impl fmt::Display for ScanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<40}  STATUS",
-            "PID", "PROCESS", "KIND", "FLAVOR", "INODE", "PATH"
+            "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<23}  {:<40}  STATUS",
+            "PID", "PROCESS", "KIND", "FLAVOR", "INODE", "CONTAINER", "PATH"
         )?;
         for t in &self.targets {
             let kind = match t.kind {
                 TargetKind::SharedLibrary => "library",
                 TargetKind::StaticExecutable => "static",
             };
+            // `runtime:short-id`, as `docker ps` / `crictl ps` show ids.
+            let container = match &t.container {
+                Some(c) => format!("{}:{}", c.runtime, c.short_id()),
+                None => "-".to_owned(),
+            };
+            // The path the process sees; when the agent opens it through
+            // another mount namespace, that path too.
             let mut path = t.path.clone();
-            if let Some(c) = &t.container_id {
-                let short: String = c.chars().take(12).collect();
-                path = format!("{path} (container {short})");
+            if t.container.is_some() && t.kind == TargetKind::SharedLibrary {
+                path = format!("{path} (via {})", t.host_path.display());
             }
             writeln!(
                 f,
-                "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<40}  {}",
+                "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<23}  {:<40}  {}",
                 t.pid,
                 t.comm,
                 kind,
                 t.flavor.map(TlsFlavor::label).unwrap_or("-"),
                 t.inode,
+                container,
                 path,
                 t.status
             )?;
@@ -301,7 +323,7 @@ impl Scanner {
         }
         report.scanned += 1;
         let selected = cfg.process_selected(&comm);
-        let mut container: Option<Option<String>> = None;
+        let mut container: Option<Option<ContainerRef>> = None;
         let mut found_library = false;
         let libs: Vec<&Mapping> = maps
             .iter()
@@ -313,10 +335,10 @@ impl Scanner {
         for m in libs {
             found_library = true;
             let host = self.proc.host_path(pid, m);
-            let container_id = container
-                .get_or_insert_with(|| self.proc.container_id(pid))
+            let container = container
+                .get_or_insert_with(|| self.proc.container(pid))
                 .clone();
-            let (dev, inode, flavor, status) = match self.elf_info(&host) {
+            let (opened_id, flavor, status) = match self.elf_info(&host) {
                 Ok((dev, ino, info)) => {
                     let status = if info.flavor.is_none() {
                         TargetStatus::NoSslSymbols
@@ -325,10 +347,11 @@ impl Scanner {
                     } else {
                         TargetStatus::Attach
                     };
-                    (dev, ino, info.flavor, status)
+                    ((dev, ino), info.flavor, status)
                 }
-                Err(e) => (0, m.inode, None, TargetStatus::Unreadable(e)),
+                Err(e) => ((0, 0), None, TargetStatus::Unreadable(e)),
             };
+            let dev = m.dev_number().unwrap_or(opened_id.0);
             report.targets.push(TargetReport {
                 pid,
                 comm: comm.clone(),
@@ -336,9 +359,10 @@ impl Scanner {
                 path: m.path.clone(),
                 host_path: host,
                 dev,
-                inode,
+                inode: m.inode,
+                opened_id,
                 flavor,
-                container_id,
+                container,
                 status,
             });
         }
@@ -347,9 +371,15 @@ impl Scanner {
         }
         // OpenSSL linked into the executable itself.
         let exe = self.proc.path(pid, "exe");
-        if let Ok((dev, inode, info)) = self.elf_info(&exe)
+        if let Ok((sdev, inode, info)) = self.elf_info(&exe)
             && let Some(flavor) = info.flavor
         {
+            // The executable's mapping names the file below overlayfs.
+            let dev = maps
+                .iter()
+                .find(|m| m.inode == inode)
+                .and_then(Mapping::dev_number)
+                .unwrap_or(sdev);
             let path = fs::read_link(&exe)
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| exe.to_string_lossy().into_owned());
@@ -361,8 +391,9 @@ impl Scanner {
                 host_path: exe,
                 dev,
                 inode,
+                opened_id: (sdev, inode),
                 flavor: Some(flavor),
-                container_id: self.proc.container_id(pid),
+                container: self.proc.container(pid),
                 status: if selected {
                     TargetStatus::Attach
                 } else {
@@ -427,8 +458,9 @@ mod tests {
                     host_path: "/proc/10/root/usr/lib/x86_64-linux-gnu/libssl.so.3".into(),
                     dev: 1,
                     inode: 55,
+                    opened_id: (1, 55),
                     flavor: Some(TlsFlavor::OpenSsl3),
-                    container_id: None,
+                    container: None,
                     status: TargetStatus::Attach,
                 },
                 TargetReport {
@@ -439,8 +471,9 @@ mod tests {
                     host_path: "/proc/11/root/usr/lib/x86_64-linux-gnu/libssl.so.3".into(),
                     dev: 1,
                     inode: 55,
+                    opened_id: (1, 55),
                     flavor: Some(TlsFlavor::OpenSsl3),
-                    container_id: None,
+                    container: None,
                     status: TargetStatus::Attach,
                 },
                 TargetReport {
@@ -451,23 +484,53 @@ mod tests {
                     host_path: "/proc/12/root/usr/lib/libssl.so.3".into(),
                     dev: 1,
                     inode: 56,
+                    opened_id: (1, 56),
                     flavor: Some(TlsFlavor::OpenSsl3),
-                    container_id: None,
+                    container: None,
                     status: TargetStatus::NotSelected,
+                },
+                TargetReport {
+                    pid: 13,
+                    comm: "nginx".into(),
+                    kind: TargetKind::SharedLibrary,
+                    path: "/usr/lib/libssl.so.3".into(),
+                    host_path: "/proc/13/root/usr/lib/libssl.so.3".into(),
+                    dev: 2,
+                    inode: 55,
+                    opened_id: (1, 55),
+                    flavor: Some(TlsFlavor::OpenSsl3),
+                    container: crate::capture::container::parse_cgroup(
+                        "0::/kubepods/besteffort/pod8e3c1f0a-5b2d-4c6e-9f70-1a2b3c4d5e6f/\
+                         3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708\n",
+                    ),
+                    status: TargetStatus::Attach,
                 },
             ],
             scanned: 40,
             unreadable: 0,
         };
-        assert_eq!(r.attachable().count(), 1, "one file, two processes");
+        assert_eq!(
+            r.attachable().count(),
+            2,
+            "one file for two processes; the same inode on another device is another file"
+        );
+        assert_eq!(
+            r.targets[3].container_id(),
+            Some("3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708")
+        );
         let text = r.to_string();
         assert!(text.contains("nginx"), "{text}");
         assert!(
             text.contains("skipped: process not in capture.processes"),
             "{text}"
         );
+        assert!(text.contains("unknown:3f1c2b4a5d6e"), "{text}");
         assert!(
-            text.contains("40 processes scanned, 1 TLS files to hook"),
+            text.contains("/usr/lib/libssl.so.3 (via /proc/13/root/usr/lib/libssl.so.3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("40 processes scanned, 2 TLS files to hook"),
             "{text}"
         );
     }

@@ -568,6 +568,7 @@ mod tests {
             cwe: "CWE-384".into(),
             message: "session used from a new client".into(),
             evidence,
+            container: None,
         }
     }
 
