@@ -22,7 +22,7 @@ use super::error::CaptureError;
 use super::procfs::{Proc, SocketInfo, SocketResolver};
 use super::records;
 use super::stats::{StatsHandle, UserCounters};
-use super::targets::{ScanReport, Scanner, TargetReport, TargetStatus};
+use super::targets::{ScanReport, Scanner, TargetReport, TargetStatus, TlsFlavor};
 use super::tracker::{Action, Clock, Env, Tracker, kernel_addr};
 
 /// The kernel object, embedded by `agent/build.rs` when it was built.
@@ -37,6 +37,11 @@ static OBJECT: Option<&[u8]> = None;
 /// Whether this build embeds the kernel programs.
 pub fn object_embedded() -> bool {
     OBJECT.is_some()
+}
+
+/// The embedded kernel object (for the benchmark's empty probes, `floor.rs`).
+pub(super) fn object() -> Option<&'static [u8]> {
+    OBJECT
 }
 
 /// Uprobe programs: (program, symbol, needs `_ex`, needs set_fd, needs set_bio).
@@ -945,35 +950,55 @@ impl Attacher {
         // The file must still be the one scanned (a process may have exited
         // and the path now resolve elsewhere).
         let md = std::fs::metadata(&path).map_err(|e| e.to_string())?;
-        if (md.dev(), md.ino()) != t.file_id() {
+        if (md.dev(), md.ino()) != t.opened_id {
             return Err("file changed since the scan".into());
         }
         let (_, _, info) = self.scanner.elf_info(&path)?;
-        let mut points: Vec<(&str, &str, Option<u64>)> =
-            UPROBES.iter().map(|&(p, s)| (p, s, None)).collect();
-        if info.has_ex {
-            points.extend(UPROBES_EX.iter().map(|&(p, s)| (p, s, None)));
+        let sym = UProbeAttachLocation::Symbol;
+        let mut points: Vec<(&str, UProbeAttachLocation<'_>, Option<u64>)> = Vec::new();
+        // OpenSSL 1.1.1/3.x: probe the internal functions all four I/O entry
+        // points share; their first instruction is emulated by the uprobe
+        // trap, the exported wrappers' is single-stepped (see sites.rs).
+        let internal = match info.flavor {
+            Some(TlsFlavor::OpenSsl3 | TlsFlavor::OpenSsl11) if info.has_ex => {
+                super::sites::internal_sites(&path)
+            }
+            _ => None,
+        };
+        if let Some(sites) = internal {
+            let at = UProbeAttachLocation::AbsoluteOffset;
+            points.push(("sw_ssl_read_ex", at(sites.read), None));
+            points.push(("sw_ssl_ret", at(sites.read), None));
+            points.push(("sw_ssl_write_ex", at(sites.write), None));
+            points.push(("sw_ssl_ret", at(sites.write), None));
+        } else {
+            points.extend(UPROBES.iter().map(|&(p, s)| (p, sym(s), None)));
+            if info.has_ex {
+                points.extend(UPROBES_EX.iter().map(|&(p, s)| (p, sym(s), None)));
+            }
         }
         if info.has_set_fd {
-            points.push(("sw_ssl_set_fd", "SSL_set_fd", None));
+            points.push(("sw_ssl_set_fd", sym("SSL_set_fd"), None));
         }
         if let (true, Some(cookie)) = (info.has_set_bio, info.flavor.and_then(|f| f.bio_cookie())) {
-            points.push(("sw_ssl_set_bio", "SSL_set_bio", Some(cookie)));
+            points.push(("sw_ssl_set_bio", sym("SSL_set_bio"), Some(cookie)));
         }
         let mut n = 0;
-        for (prog, symbol, cookie) in points {
+        for (prog, location, cookie) in points {
             let up: &mut UProbe = self
                 .ebpf
                 .program_mut(prog)
                 .ok_or_else(|| format!("program {prog} missing"))?
                 .try_into()
                 .map_err(|e: ProgramError| e.to_string())?;
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::Symbol(symbol),
-                cookie,
+            let at = match location {
+                UProbeAttachLocation::Symbol(s) => s.to_owned(),
+                UProbeAttachLocation::SymbolOffset(s, o) => format!("{s}+{o:#x}"),
+                UProbeAttachLocation::AbsoluteOffset(o) => format!("offset {o:#x}"),
             };
+            let point = UProbeAttachPoint { location, cookie };
             up.attach(point, &path, UProbeScope::AllProcesses)
-                .map_err(|e| format!("{prog} at {symbol}: {e}"))?;
+                .map_err(|e| format!("{prog} at {at}: {e}"))?;
             n += 1;
         }
         Ok(n)

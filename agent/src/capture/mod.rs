@@ -20,16 +20,22 @@
 //! How capture works, what it covers and what not: `docs/capture.md`.
 
 mod config;
+pub mod container;
 mod error;
+mod floor;
 mod live;
+pub mod privileges;
 mod procfs;
 mod records;
+mod sites;
 mod stats;
 pub mod targets;
 mod tracker;
 
 pub use config::CaptureConfig;
+pub use container::{ContainerRef, Runtime as ContainerRuntime};
 pub use error::CaptureError;
+pub use floor::{EmptyProbes, FloorSites};
 pub use live::{LiveCapture, object_embedded, shutdown_signal};
 pub use stats::{CaptureStats, LossReason, PerSource, StatsHandle};
 pub use targets::{ScanReport, TargetKind, TargetReport, TargetStatus, TlsFlavor, discover};

@@ -1338,6 +1338,23 @@ pub fn sw_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+// ---------------------------------------------------------------------------
+// Benchmark floor.
+
+/// Empty entry program: attached by `cargo xtask bench` (never by the agent)
+/// on the same instructions as the TLS probes, it measures what a probe
+/// costs before any work — the trap and the program dispatch.
+#[uprobe]
+pub fn sw_floor(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// Empty return program, the counterpart of `sw_ssl_ret` (see `sw_floor`).
+#[uretprobe]
+pub fn sw_floor_ret(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
