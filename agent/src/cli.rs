@@ -54,6 +54,97 @@ pub fn check_config(file: &Path) -> u8 {
     EXIT_OK
 }
 
+/// `sessionwatch check-config FILE --learned CAPTURE...`: validates like
+/// [`check_config`], prints the effective config, then replays the captures
+/// (findings discarded) and prints, as TOML comments, the session cookie
+/// names the traffic taught (`sessions.learn_cookie_names`) with their
+/// evidence, and the candidates not learned with what they lack.
+pub fn check_config_learned(file: &Path, captures: &[PathBuf]) -> u8 {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = Pipeline::validate(&config) {
+        return fail(format_args!("{}: {e}", file.display()));
+    }
+    println!("# {}: valid; effective configuration:", file.display());
+    print!("{}", config.to_toml());
+    let findings = FindingFanout {
+        json: JsonLinesSink::from_writer(Box::new(std::io::sink())),
+        alertmanager: None,
+        metrics: match Metrics::new() {
+            Ok(m) => Arc::new(Mutex::new(m)),
+            Err(e) => return fail(e),
+        },
+        summary: Summary::default(),
+    };
+    let mut pipeline = match Pipeline::new(&config, findings) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    for capture in captures {
+        if let Err(e) = pipeline.replay_file(capture) {
+            return fail(e);
+        }
+    }
+    pipeline.finish();
+    let analyzer = pipeline.analyzer();
+    println!();
+    if !config.sessions.learn_cookie_names {
+        println!("# sessions.learn_cookie_names = false: nothing is learned");
+        return EXIT_OK;
+    }
+    println!(
+        "# session cookies learned from {} capture file(s), {} exchange(s):",
+        captures.len(),
+        analyzer.stats().exchanges_total()
+    );
+    let mut names = Vec::new();
+    for (service, l) in analyzer.learned_cookies() {
+        let e = &l.evidence;
+        println!(
+            "#   {} (service {service}): issued on {} login(s), accepted from {} client(s) in {} request(s); without it {} rejected, {} accepted",
+            l.name,
+            e.login_sessions,
+            e.accepted_clients,
+            e.accepted_with,
+            e.rejected_without,
+            e.accepted_without
+        );
+        names.push(format!("{:?}", l.name));
+    }
+    if names.is_empty() {
+        println!("#   none");
+    }
+    let candidates = analyzer.learning_candidates();
+    if !candidates.is_empty() {
+        println!("# candidates not learned:");
+        for (service, c) in candidates.iter().take(20) {
+            let e = &c.evidence;
+            println!(
+                "#   {} (service {service}): {} (logins {}, kept at logins {}, clients {}, without it rejected {} / accepted {})",
+                c.name,
+                c.missing,
+                e.login_sessions,
+                e.kept_at_login,
+                e.accepted_clients,
+                e.rejected_without,
+                e.accepted_without
+            );
+        }
+        if candidates.len() > 20 {
+            println!("#   … and {} more", candidates.len() - 20);
+        }
+    }
+    if !names.is_empty() {
+        println!(
+            "# to rely on them without learning, add to [sessions] cookie_names: {}",
+            names.join(", ")
+        );
+    }
+    EXIT_OK
+}
+
 /// Options of `sessionwatch replay`.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -210,6 +301,9 @@ pub struct RunOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// JSON-lines destination.
     pub alerts: Option<String>,
+    /// Web configuration file of the admin endpoint (TLS, basic auth);
+    /// overrides `[admin] web_config_file`.
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// `sessionwatch run`: live capture until SIGINT/SIGTERM.
@@ -239,6 +333,19 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         Err(e) => return fail(e),
     };
     let (pipeline, metrics, push_task) = (built.pipeline, built.metrics, built.push_task);
+    // The web config is checked before anything is attached: a bad
+    // certificate or hash stops the agent at once.
+    let web = match opts
+        .web_config_file
+        .as_deref()
+        .or(config.admin.web_config_file.as_deref())
+    {
+        Some(path) => match crate::export::webconfig::WebConfig::load(path) {
+            Ok(w) => Some(w),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let mut capture = match crate::capture::LiveCapture::start(&config.capture) {
         Ok(c) => c,
@@ -249,10 +356,15 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
     // Scrapes read the BPF counters and the analysis stats at scrape time,
     // so /metrics is never behind the findings already written.
     let scraped = pipeline.clone();
-    let refresh: admin::Refresh = Arc::new(move |m: &mut Metrics| {
-        crate::pipeline::sync_capture_metrics(&capture_stats, m);
-        if let Ok(p) = scraped.lock() {
-            p.sync_metrics(m);
+    // Lock order, as everywhere: the pipeline first, then the metrics (see
+    // `admin::Refresh`; the other order deadlocks against the capture task).
+    let refresh: admin::Refresh = Arc::new(move |metrics: &Mutex<Metrics>| {
+        let p = scraped.lock();
+        if let Ok(mut m) = metrics.lock() {
+            crate::pipeline::sync_capture_metrics(&capture_stats, &mut m);
+            if let Ok(p) = &p {
+                p.sync_metrics(&mut m);
+            }
         }
     });
     let listen = opts.metrics_listen.unwrap_or(config.admin.listen);
@@ -261,11 +373,43 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         ready: ready.clone(),
         refresh: Some(refresh),
     };
-    let (bound, _admin) = match admin::serve(listen, state).await {
+    let scheme = match &web {
+        Some(w) if w.tls.is_some() => "https",
+        _ => "http",
+    };
+    let auth = web.as_ref().is_some_and(|w| w.auth.is_some());
+    let (bound, _admin) = match admin::serve_with(listen, state, web).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    tracing::info!(%bound, "admin endpoint serving /metrics, /healthz, /readyz");
+    tracing::info!(%bound, scheme, basic_auth = auth, "admin endpoint serving /metrics, /healthz, /readyz");
+    // Everything privileged is done (programs attached, listener bound,
+    // key files read): keep only what hooking new processes needs.
+    if config.agent.drop_capabilities {
+        match crate::capture::privileges::drop_capabilities() {
+            Ok(r) => {
+                tracing::info!(
+                    kept = ?r.kept,
+                    uprobes_need_sys_admin = r.uprobes_need_sys_admin,
+                    dropped = ?r.dropped,
+                    bounding_dropped = r.bounding_dropped,
+                    threads = r.threads,
+                    "capabilities dropped"
+                );
+                if r.uprobes_blocked {
+                    tracing::warn!(
+                        "this kernel requires CAP_SYS_ADMIN to create uprobes and the agent does not have it: \
+                         TLS libraries cannot be hooked (grant SYS_ADMIN, see docs/deploy.md)"
+                    );
+                }
+            }
+            // Not fatal: the agent works as before, with more privilege
+            // than it needs; the warning says so.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not drop capabilities; running with all of them")
+            }
+        }
+    }
     ready.store(true, Ordering::Release);
     let result = crate::pipeline::run_live(
         &mut capture,

@@ -60,6 +60,11 @@ pub enum ConfigError {
 pub struct AdminConfig {
     /// Listen address of the admin endpoint (`--metrics-listen` overrides).
     pub listen: SocketAddr,
+    /// Web configuration file in the Prometheus exporter-toolkit format
+    /// (TLS, mTLS, basic auth, security headers); `--web.config.file`
+    /// overrides. Unset: plain HTTP without authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl AdminConfig {
@@ -72,17 +77,32 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Self::DEFAULT_LISTEN,
+            web_config_file: None,
         }
     }
 }
 
 /// `[agent]`: identity of this agent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Node name written into findings. Unset: `$NODE_NAME` (set from the
     /// Kubernetes downward API), else the host name.
     pub node_name: Option<String>,
+    /// After the probes are attached and the admin endpoint is bound, drop
+    /// every capability the running agent does not need (see
+    /// `capture::privileges`), clear the bounding set and set
+    /// `no_new_privs`.
+    pub drop_capabilities: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: None,
+            drop_capabilities: true,
+        }
+    }
 }
 
 /// `[alerting]`: where findings go.
@@ -173,6 +193,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[agent]`: node identity.
     pub agent: AgentConfig,
+    /// `[cluster]`: cross-node correlation through Redis.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Config {
@@ -262,6 +284,16 @@ impl Config {
             return Err(invalid(
                 "alerting",
                 "timeout and max_backoff must be longer than zero".into(),
+            ));
+        }
+        if let Err((key, reason)) = self.cluster.validate() {
+            return Err(invalid(key, reason));
+        }
+        if self.cluster.enabled && self.sessions.hash_key_file.is_none() {
+            return Err(invalid(
+                "cluster.enabled",
+                "requires sessions.hash_key_file: every agent must hash session IDs with the same key"
+                    .into(),
             ));
         }
         // Route globs, CIDRs and detector ids are checked by the analysis

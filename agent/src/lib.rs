@@ -10,6 +10,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod export;
 pub mod pipeline;

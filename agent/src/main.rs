@@ -33,6 +33,10 @@ enum Command {
         /// Findings as JSON lines to FILE, or `-` for stdout.
         #[arg(long)]
         alerts: Option<String>,
+        /// Web configuration (Prometheus exporter-toolkit format: TLS,
+        /// client certificates, basic auth) of the admin endpoint.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Analyse pcap/pcapng files offline.
     Replay {
@@ -62,6 +66,10 @@ enum Command {
     CheckConfig {
         /// The config file.
         file: PathBuf,
+        /// Also replay these captures with the config and print the session
+        /// cookie names learned from them (`sessions.learn_cookie_names`).
+        #[arg(long, num_args = 1.., value_name = "CAPTURE")]
+        learned: Vec<PathBuf>,
     },
 }
 
@@ -73,10 +81,12 @@ fn main() -> ExitCode {
             config,
             metrics_listen,
             alerts,
+            web_config_file,
         } => cli::run_live(cli::RunOptions {
             config,
             metrics_listen,
             alerts,
+            web_config_file,
         }),
         Command::Replay {
             files,
@@ -92,7 +102,8 @@ fn main() -> ExitCode {
             fail_on,
         }),
         Command::Targets { config } => cli::targets(config.as_deref()),
-        Command::CheckConfig { file } => cli::check_config(&file),
+        Command::CheckConfig { file, learned } if learned.is_empty() => cli::check_config(&file),
+        Command::CheckConfig { file, learned } => cli::check_config_learned(&file, &learned),
     };
     ExitCode::from(code)
 }

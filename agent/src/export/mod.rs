@@ -7,3 +7,4 @@ pub mod alertmanager;
 pub mod alerts;
 pub mod metrics;
 pub mod summary;
+pub mod webconfig;
