@@ -6,9 +6,19 @@
 //! * `build` — `build-ebpf`, then the agent in release mode (the eBPF object
 //!   is embedded by `agent/build.rs`).
 //! * `run [-- ARGS]` — `build`, then `target/release/sessionwatch run ARGS`.
-//! * `bench replay` — replay throughput against tshark (`bench.rs`).
+//! * `bench replay|live|hooks|memory|all [--smoke]` — replay against tshark,
+//!   live overhead on nginx TLS, kernel cost per hook, memory per session;
+//!   figures to BENCHMARKS.md (`bench.rs`, `bench/`).
+//! * `soak [--minutes N]` — steady nginx TLS load with the live agent for
+//!   N minutes (default 30); RSS, fds and kernel tables must stay flat and
+//!   nothing may be lost; figures to BENCHMARKS.md `## Soak` (`soak.rs`).
+//! * `bench cluster` — Redis commands per exchange and replay throughput with
+//!   cross-node correlation off and on (`bench_cluster.rs`).
 //! * `test [-- ARGS]` — installs the Debian packages the tests use (as root),
-//!   `build-ebpf`, then `cargo test --workspace ARGS`.
+//!   `build-ebpf`, the manifest validators, the Dockerfile's builder steps
+//!   (`deploy.rs`), then `cargo test --workspace ARGS`.
+//! * `deploy-tools` — the Python virtualenv with the Kubernetes manifest
+//!   validators `agent/tests/deploy.rs` uses.
 //!
 //! Every command runs the setup steps whose check fails, so a fresh clone
 //! needs nothing but `cargo xtask run` or `cargo xtask test`.
@@ -26,6 +36,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_cluster;
+mod deploy;
+mod fuzz;
+mod soak;
 
 /// bpf-linker release that builds against the nightly's LLVM (see
 /// shared/design/toolchain.md).
@@ -43,6 +57,23 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("promtool", "prometheus"),
     ("prometheus-alertmanager", "prometheus-alertmanager"),
+    // Benchmarks (their smoke runs are a step of `cargo xtask test`).
+    ("wrk", "wrk"),
+    ("tshark", "tshark"),
+    ("bpftool", "bpftool"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    // The second HTTP/2 client of agent/tests/h2_e2e.rs (tests/fixtures/
+    // h2client.py); a library, so a file of it proves it is installed (an
+    // absolute path replaces the PATH directory in `find_command`).
+    (
+        "/usr/lib/python3/dist-packages/h2/__init__.py",
+        "python3-h2",
+    ),
+    // agent/tests/randomness_e2e.rs: captures real traffic to the session-ID
+    // generators of tests/fixtures/app/idgen.py on lo.
+    ("tcpdump", "tcpdump"),
+    ("python3", "python3"),
 ];
 
 #[derive(Parser)]
@@ -80,6 +111,49 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Install the Kubernetes manifest validators (a Python virtualenv).
+    DeployTools,
+    /// Fuzz the parsers with libFuzzer (`fuzz/`, nightly; see RELIABILITY.md).
+    Fuzz {
+        /// Replay the committed corpora, then 30 s per target; fail on a crash.
+        #[arg(long)]
+        smoke: bool,
+        /// Seconds per target (default 600, or 30 with --smoke).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Minimise the new inputs into the committed corpus afterwards.
+        #[arg(long)]
+        merge: bool,
+        /// Targets (default: all): h1 h2 hpack cookie pcap config.
+        targets: Vec<String>,
+    },
+    /// Soak: steady TLS load through nginx with the live agent for a long
+    /// time; RSS, fds and kernel tables must stay flat and nothing may be
+    /// lost (not in CI; figures to BENCHMARKS.md `## Soak`).
+    Soak {
+        /// Duration in minutes.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Seconds of warm-up before the flatness baseline (the session
+        /// table fills up in the first minutes).
+        #[arg(long, default_value_t = 300)]
+        warmup: u64,
+        /// wrk connections.
+        #[arg(long, default_value_t = 16)]
+        connections: u32,
+        /// Milliseconds each connection pauses after a response.
+        #[arg(long, default_value_t = 20)]
+        pace_ms: u32,
+        /// Seconds per wrk run (connections reopen between runs).
+        #[arg(long, default_value_t = 300)]
+        reconnect: u64,
+        /// Print the figures only; leave BENCHMARKS.md alone.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Benchmarks (results go to BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -89,6 +163,19 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Cross-node correlation: Redis commands per exchange and replay
+    /// throughput with `[cluster]` off and on (needs redis-server).
+    Cluster {
+        /// Sessions in the generated steady keep-alive traffic.
+        #[arg(long, default_value_t = 1000)]
+        sessions: u32,
+        /// Requests per session (one every 2 s of event time).
+        #[arg(long, default_value_t = 300)]
+        requests: u32,
+        /// Alternating rounds (off on off on ...).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// `sessionwatch replay` throughput against tshark on a generated pcap.
     Replay {
         /// HTTP exchanges in the generated pcap.
@@ -97,6 +184,47 @@ enum BenchCmd {
         /// Alternating rounds (A B A B ...).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Seconds end to end, no thresholds, nothing written.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Live overhead: nginx TLS under wrk without/with the agent, and with
+    /// empty probes (the floor); a paced phase at 20k requests/s.
+    Live {
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds end to end, no thresholds, nothing written.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Kernel cost per hook (`kernel.bpf_stats_enabled=1`) and the uprobe
+    /// trap floor.
+    Hooks {
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds end to end, no thresholds, nothing written.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Memory per tracked session.
+    Memory {
+        /// Sessions (and `max_sessions`).
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: u64,
+        /// Seconds end to end, no thresholds, nothing written.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// replay, memory, hooks and live.
+    All {
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds end to end, no thresholds, nothing written.
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -108,9 +236,69 @@ fn main() -> ExitCode {
         Cmd::Build => setup(false).and_then(|()| build()),
         Cmd::Run { args } => setup(false).and_then(|()| run(&args)),
         Cmd::Test { args } => setup(false).and_then(|()| test(&args)),
+        Cmd::DeployTools => deploy::tools(),
+        Cmd::Fuzz {
+            smoke,
+            seconds,
+            merge,
+            targets,
+        } => fuzz::fuzz(&fuzz::FuzzOptions {
+            smoke,
+            seconds,
+            merge,
+            targets,
+        }),
+        Cmd::Soak {
+            minutes,
+            interval,
+            warmup,
+            connections,
+            pace_ms,
+            reconnect,
+            no_write,
+        } => setup(false).and_then(|()| build()).and_then(|()| {
+            soak::run(
+                &root(),
+                &host_target_dir().join("release/sessionwatch"),
+                &soak::SoakOptions {
+                    minutes: minutes.max(1),
+                    interval_s: interval.max(5),
+                    warmup_s: warmup,
+                    connections: connections.max(1),
+                    pace_ms,
+                    reconnect_s: reconnect.max(10),
+                    write: !no_write,
+                },
+            )
+        }),
         Cmd::Bench {
-            what: BenchCmd::Replay { exchanges, rounds },
-        } => bench_replay(exchanges, rounds),
+            what:
+                BenchCmd::Replay {
+                    exchanges,
+                    rounds,
+                    smoke,
+                },
+        } => bench_cmd(bench::Name::Replay, smoke, rounds, exchanges, 0),
+        Cmd::Bench {
+            what: BenchCmd::Live { rounds, smoke },
+        } => bench_cmd(bench::Name::Live, smoke, rounds, 0, 0),
+        Cmd::Bench {
+            what: BenchCmd::Hooks { rounds, smoke },
+        } => bench_cmd(bench::Name::Hooks, smoke, rounds, 0, 0),
+        Cmd::Bench {
+            what: BenchCmd::Memory { sessions, smoke },
+        } => bench_cmd(bench::Name::Memory, smoke, 1, 0, sessions),
+        Cmd::Bench {
+            what: BenchCmd::All { rounds, smoke },
+        } => bench_cmd(bench::Name::All, smoke, rounds, 1_000_000, 1_000_000),
+        Cmd::Bench {
+            what:
+                BenchCmd::Cluster {
+                    sessions,
+                    requests,
+                    rounds,
+                },
+        } => bench_cluster(sessions, requests, rounds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -440,8 +628,71 @@ fn run(args: &[OsString]) -> Result<()> {
     Err(anyhow!("could not exec {}: {err}", bin.display()))
 }
 
-/// Replay needs no eBPF: build the agent and time it against tshark.
-fn bench_replay(exchanges: u64, rounds: usize) -> Result<()> {
+/// Builds what the benchmarks run (the agent with its eBPF object, the
+/// `probe_floor` and `session_memory` examples), release or debug, and
+/// returns their paths.
+fn bench_bins(release: bool) -> Result<bench::Bins> {
+    build_ebpf(true)?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root()).arg("build");
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.args([
+        "-p",
+        "sessionwatch",
+        "--bin",
+        "sessionwatch",
+        "--example",
+        "probe_floor",
+        "-p",
+        "sessionwatch-sessions",
+        "--example",
+        "session_memory",
+    ])
+    .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
+    run_cmd(&mut cmd, "building the benchmark binaries")?;
+    let dir = host_target_dir().join(if release { "release" } else { "debug" });
+    Ok(bench::Bins {
+        sessionwatch: dir.join("sessionwatch"),
+        probe_floor: dir.join("examples/probe_floor"),
+        session_memory: dir.join("examples/session_memory"),
+    })
+}
+
+/// `cargo xtask bench NAME`: full runs use release builds; smoke runs use
+/// debug builds (they check that the benchmark works, not its figures).
+fn bench_cmd(
+    name: bench::Name,
+    smoke: bool,
+    rounds: usize,
+    exchanges: u64,
+    sessions: u64,
+) -> Result<()> {
+    setup(false)?;
+    let mode = if smoke {
+        bench::Mode::Smoke
+    } else {
+        bench::Mode::Full {
+            rounds: rounds.max(1),
+        }
+    };
+    let bins = bench_bins(!smoke)?;
+    bench::run(
+        &root(),
+        &bins,
+        name,
+        mode,
+        bench::Sizes {
+            exchanges,
+            sessions,
+        },
+    )
+}
+
+/// Cross-node correlation cost: build the agent, replay with `[cluster]`
+/// off and on against a local redis-server.
+fn bench_cluster(sessions: u32, requests: u32, rounds: usize) -> Result<()> {
     run_cmd(
         Command::new(cargo()).current_dir(root()).args([
             "build",
@@ -451,11 +702,12 @@ fn bench_replay(exchanges: u64, rounds: usize) -> Result<()> {
         ]),
         "building the agent (release)",
     )?;
-    bench::replay(
+    bench_cluster::cluster(
         &root(),
-        exchanges,
-        rounds,
         &host_target_dir().join("release/sessionwatch"),
+        sessions,
+        requests,
+        rounds,
     )
 }
 
@@ -551,6 +803,14 @@ fn test(args: &[OsString]) -> Result<()> {
             run: Box::new(|| build_ebpf(true)),
         },
         Step {
+            name: "manifest validators (deploy/kubernetes)",
+            run: Box::new(deploy::tools),
+        },
+        Step {
+            name: "Dockerfile builder steps (deploy/Dockerfile)",
+            run: Box::new(deploy::dockerfile),
+        },
+        Step {
             name: "cargo test --workspace",
             run: Box::new(move || {
                 run_cmd(
@@ -562,6 +822,21 @@ fn test(args: &[OsString]) -> Result<()> {
                     "running the workspace tests",
                 )
             }),
+        },
+        Step {
+            name: "fuzz smoke (committed corpora + 30 s of libFuzzer per target)",
+            run: Box::new(|| {
+                fuzz::fuzz(&fuzz::FuzzOptions {
+                    smoke: true,
+                    seconds: None,
+                    merge: false,
+                    targets: Vec::new(),
+                })
+            }),
+        },
+        Step {
+            name: "bench smoke (every benchmark end to end, seconds, no thresholds)",
+            run: Box::new(|| bench_cmd(bench::Name::All, true, 1, 0, 0)),
         },
     ];
     for step in &steps {

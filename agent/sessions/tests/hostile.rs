@@ -161,3 +161,39 @@ proptest! {
         prop_assert_eq!(tracked as usize, an.sessions());
     }
 }
+
+/// CR/LF (or any control character) inside a session cookie's value is no
+/// ID a server accepted: HTTP/2 carries such a value in an HPACK literal,
+/// an obsolete line fold carries it in a `Set-Cookie`. Counted, not
+/// tracked.
+#[test]
+fn control_characters_in_session_cookie_values_are_counted_skips() {
+    let mut an = Analyzer::new(AnalysisConfig::default(), HashKey::from_bytes([3; 32])).unwrap();
+    let mut out: Vec<Finding> = Vec::new();
+    let peer: SocketAddr = "198.51.100.7:1".parse().unwrap();
+    for (i, value) in [
+        &b"sessionid=abcdefghijklmnop\r\nX-Injected: 1"[..],
+        b"sessionid=abcdefghijklmnop\0",
+        b"sessionid=\"abc\x7fdefghijklmnop\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = [("cookie", value.to_vec())];
+        let resp = [(
+            "set-cookie",
+            b"sessionid=qrstuvwxyz0123456\r\n Injected: 1; Path=/".to_vec(),
+        )];
+        an.on_exchange(
+            &exchange(peer, "/account", &req, 200, &resp, i as u64),
+            &mut out,
+        );
+    }
+    assert_eq!(an.sessions(), 0, "no ID with control characters is tracked");
+    assert_eq!(an.stats().input.ids_skipped, 3);
+    assert_eq!(an.stats().input.set_cookies_invalid, 3);
+    // The same ID without the smuggled bytes is an ordinary session.
+    let req = [("cookie", b"sessionid=abcdefghijklmnop".to_vec())];
+    an.on_exchange(&exchange(peer, "/account", &req, 200, &[], 9), &mut out);
+    assert_eq!(an.sessions(), 1);
+}

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub attached_targets: IntGauge,
     /// `sessionwatch_build_info{version}`.
     pub build_info: IntGaugeVec,
+    /// `sessionwatch_session_cookies_learned{service}`: session cookie names
+    /// learned from the traffic (`sessions.learn_cookie_names`).
+    pub session_cookies_learned: IntGaugeVec,
     /// `sessionwatch_session_cookies_total`: live session `Set-Cookie`s
     /// (deletions excluded), the denominator of the cookie compliance ratio.
     pub session_cookies: IntCounterVec,
@@ -169,6 +172,15 @@ impl Metrics {
             &["version"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
+        let session_cookies_learned = IntGaugeVec::new(
+            Opts::new(
+                "session_cookies_learned",
+                "Session cookie names learned from the traffic (not configured), by service.",
+            )
+            .namespace(NS),
+            &["service"],
+        )?;
+        registry.register(Box::new(session_cookies_learned.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -186,6 +198,7 @@ impl Metrics {
             parse_errors,
             attached_targets,
             build_info,
+            session_cookies_learned,
             session_cookies,
             session_cookies_compliant,
             alerts_sent,

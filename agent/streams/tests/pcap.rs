@@ -557,3 +557,110 @@ fn replay_convenience_on_a_file() {
         "{msg}"
     );
 }
+
+// --- Bad files (RELIABILITY.md, "Bad input") --------------------------------
+
+/// The exchange's pcap with a zero-length record (caplen 0, wire length
+/// 60) written before segment `at`.
+fn pcap_with_empty_record(at: usize) -> Vec<u8> {
+    let segs = exchange_segments("192.0.2.1:40000", "192.0.2.2:80");
+    let mut w = must_io(PcapWriter::new(
+        Vec::new(),
+        decode::LINKTYPE_ETHERNET,
+        65535,
+    ));
+    for (i, s) in segs.iter().enumerate() {
+        let ts = Timestamp(1_700_000_000_000_000_000 + i as u64 * 1000);
+        if i == at {
+            must_io(w.write_truncated(ts, &[], 60));
+        }
+        must_io(w.write(ts, &synth::ethernet(&s.ip_packet(), None)));
+    }
+    w.into_inner()
+}
+
+#[test]
+fn zero_length_pcap_records_are_counted_skips() {
+    for at in [0, 3, 7] {
+        let (rec, r, reader) = must(replay_bytes("empty.pcap", pcap_with_empty_record(at)));
+        assert_exchange(&rec);
+        assert_eq!(reader.stats().packets, 9, "at {at}");
+        assert_eq!(r.stats().skipped.get(SkipReason::Malformed), 1, "at {at}");
+    }
+}
+
+#[test]
+fn zero_length_pcapng_packets_are_counted_skips() {
+    let bytes = pcapng_with(|w| {
+        must_io(w.write(0, Timestamp(1_700_000_000_000_000_000), 1_000_000, &[]));
+        // A simple packet block with no data.
+        must_io(w.block(3, &0u32.to_le_bytes()));
+    });
+    let (rec, r, reader) = must(replay_bytes("empty.pcapng", bytes));
+    assert_exchange(&rec);
+    // The one unknown block of `pcapng_with` (its custom block is silent).
+    assert_eq!(reader.stats().skipped.get(SkipReason::UnknownBlock), 1);
+    assert_eq!(r.stats().skipped.get(SkipReason::Malformed), 2);
+}
+
+#[test]
+fn pcapng_unknown_blocks_before_any_interface_are_skipped() {
+    let segs = exchange_segments("192.0.2.1:40000", "192.0.2.2:80");
+    let mut w = must_io(PcapNgWriter::new(Vec::new()));
+    // Unknown and vendor blocks of every size class first, then the data.
+    must_io(w.block(0x0000_0777, &[]));
+    must_io(w.block(0x8000_0777, &[0xab; 4000]));
+    let eth = must_io(w.add_interface(decode::LINKTYPE_ETHERNET as u16, 65535, None));
+    for (i, s) in segs.iter().enumerate() {
+        let ts = Timestamp(1_700_000_000_000_000_000 + i as u64 * 1000);
+        must_io(w.write(eth, ts, 1_000_000, &synth::ethernet(&s.ip_packet(), None)));
+        must_io(w.block(0x4000_0000 + i as u32, &[i as u8; 7]));
+    }
+    let (rec, _, reader) = must(replay_bytes("unknown.pcapng", w.into_inner()));
+    assert_exchange(&rec);
+    assert_eq!(
+        reader.stats().skipped.get(SkipReason::UnknownBlock),
+        2 + segs.len() as u64
+    );
+}
+
+#[test]
+fn snaplen_at_and_above_the_limit() {
+    use sessionwatch_streams::pcap::MAX_SNAPLEN;
+    let segs = exchange_segments("192.0.2.1:40000", "192.0.2.2:80");
+    let mut f = pcap_bytes(1, &segs);
+    f[16..20].copy_from_slice(&MAX_SNAPLEN.to_le_bytes());
+    let (rec, _, _) = must(replay_bytes("max.pcap", f.clone()));
+    assert_exchange(&rec);
+    for snaplen in [MAX_SNAPLEN + 1, u32::MAX] {
+        f[16..20].copy_from_slice(&snaplen.to_le_bytes());
+        let err = PcapReader::new("absurd.pcap", Cursor::new(f.clone()))
+            .err()
+            .unwrap_or_else(|| panic!("accepted snaplen {snaplen}"));
+        assert_eq!(
+            err.to_string(),
+            format!("absurd.pcap: byte offset 0: absurd snaplen {snaplen} (limit {MAX_SNAPLEN})")
+        );
+    }
+}
+
+#[test]
+fn record_length_beyond_the_limit_in_either_byte_order_is_fatal() {
+    let segs = exchange_segments("192.0.2.1:40000", "192.0.2.2:80");
+    let f = pcap_bytes(1, &segs[..1]);
+    // The first record's caplen: just above the limit, and u32::MAX.
+    for len in [
+        sessionwatch_streams::pcap::MAX_RECORD_LEN as u32 + 1,
+        u32::MAX,
+    ] {
+        let mut bad = f.clone();
+        bad[24 + 8..24 + 12].copy_from_slice(&len.to_le_bytes());
+        let mut r = must(PcapReader::new("huge.pcap", Cursor::new(bad)));
+        let err = r
+            .next_packet()
+            .err()
+            .unwrap_or_else(|| panic!("accepted {len}"));
+        assert!(matches!(err, ReadError::OversizedRecord { .. }), "{err:?}");
+        assert_eq!(err.offset(), 24);
+    }
+}

@@ -167,3 +167,6 @@ pub fn metric_names(expr: &str) -> Vec<String> {
     }
     names
 }
+
+/// Synthetic HTTP/1 traffic as a pcap stream (hostile load, secrets scan).
+pub mod traffic;
