@@ -23,11 +23,10 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Runs in the new mount namespace made by `unshare`: makes the root
@@ -134,23 +133,6 @@ fn shared_libraries(ldd: &Path, exe: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
-
 fn curl(curl: &Path, args: &[&str]) {
     let out = Command::new(curl)
         .args(["-sk", "--http1.1", "-o", "/dev/null"])
@@ -185,16 +167,7 @@ fn agent_captures_a_namespaced_nginx_with_its_own_libssl() {
     if cg_root.is_none() {
         missing.push("a cgroup v2 hierarchy".into());
     }
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIP container_e2e: missing {} — this test did NOT run",
-            missing.join(", ")
-        );
-        assert!(
-            !required(),
-            "{msg} (CI/SESSIONWATCH_E2E_REQUIRED set: failing instead of skipping)"
-        );
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    if skip_if_missing("container_e2e", &missing) {
         return;
     }
     let [nginx, openssl, curl_bin, python, unshare, ldd] =
@@ -256,26 +229,12 @@ fn agent_captures_a_namespaced_nginx_with_its_own_libssl() {
         "passwd: files\ngroup: files\nhosts: files\n",
     )
     .unwrap();
-    let st = Command::new(&openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ctr.test",
-        ])
-        .arg("-keyout")
-        .arg(root.join("etc/nginx/key.pem"))
-        .arg("-out")
-        .arg(root.join("etc/nginx/cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl req failed");
+    self_signed_cert(
+        &openssl,
+        "ctr.test",
+        &root.join("etc/nginx/key.pem"),
+        &root.join("etc/nginx/cert.pem"),
+    );
 
     // The upstream app runs on the host; the container shares the host's
     // network namespace (like a hostNetwork pod), so loopback reaches it.
@@ -439,33 +398,9 @@ fn agent_captures_a_namespaced_nginx_with_its_own_libssl() {
     }
 
     // --- `sessionwatch run` --------------------------------------------------
-    let mut agent = Guard(
-        Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
-            .args(["--log-level", "debug", "run", "--config"])
-            .arg(dir.join("sw.toml"))
-            .arg("--alerts")
-            .arg(&findings)
-            .stdout(std::fs::File::create(dir.join("agent.out")).unwrap())
-            .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
-            && http_get(admin_port, "/readyz").0 == 200
-        {
-            break;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!(
-                "agent exited early ({status}): {}",
-                std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "agent not ready after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut agent = spawn_ready_agent(&dir, admin_port, Duration::from_secs(60), |c| {
+        c.arg("--alerts").arg(&findings);
+    });
 
     let url = |p: &str| format!("https://ctr.test:{tls_port}{p}");
     let resolve = format!("ctr.test:{tls_port}:127.0.0.1");

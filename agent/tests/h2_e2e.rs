@@ -32,8 +32,7 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,16 +97,7 @@ fn preconditions(test: &str) -> Option<Tools> {
     if python.is_none() {
         missing.push("python3 with h2 (Debian python3-h2)".into());
     }
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIP {test}: missing {} — this test did NOT run",
-            missing.join(", ")
-        );
-        assert!(
-            !required(),
-            "{msg} (CI/SESSIONWATCH_E2E_REQUIRED set: failing instead of skipping)"
-        );
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    if skip_if_missing(test, &missing) {
         return None;
     }
     Some(Tools {
@@ -130,19 +120,12 @@ fn start_server(tools: &Tools, tag: &str) -> Server {
         std::env::temp_dir().join(format!("sessionwatch-h2-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let st = Command::new(&tools.openssl)
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        ])
-        .arg(format!("/CN={HOST}"))
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl req failed");
+    self_signed_cert(
+        &tools.openssl,
+        HOST,
+        &dir.join("key.pem"),
+        &dir.join("cert.pem"),
+    );
 
     let (app_port, tls_port) = (free_port(), free_port());
     std::fs::write(dir.join("app.py"), APP).unwrap();
@@ -192,23 +175,6 @@ fn start_server(tools: &Tools, tag: &str) -> Server {
     }
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
-
 /// The live agent, restricted to `nginx-h2e2e`, findings to a file.
 struct Agent {
     guard: Guard,
@@ -229,33 +195,9 @@ fn start_agent(dir: &Path) -> Agent {
         ),
     )
     .unwrap();
-    let mut guard = Guard(
-        Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
-            .args(["--log-level", "debug", "run", "--config"])
-            .arg(dir.join("sw.toml"))
-            .arg("--alerts")
-            .arg(&findings)
-            .stdout(std::fs::File::create(dir.join("agent.out")).unwrap())
-            .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
-            && http_get(admin_port, "/readyz").0 == 200
-        {
-            break;
-        }
-        if let Ok(Some(status)) = guard.0.try_wait() {
-            panic!(
-                "agent exited early ({status}): {}",
-                std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "agent not ready after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let guard = spawn_ready_agent(dir, admin_port, Duration::from_secs(60), |c| {
+        c.arg("--alerts").arg(&findings);
+    });
     Agent {
         guard,
         admin_port,

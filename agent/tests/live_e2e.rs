@@ -17,28 +17,9 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
 
 fn curl(curl: &Path, http: Http, args: &[&str]) {
     let version = if http == Http::Two {
@@ -101,16 +82,7 @@ fn live_scenario(http: Http) {
             missing.push((*t).to_string());
         }
     }
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIP live_e2e: missing {} — this test did NOT run",
-            missing.join(", ")
-        );
-        assert!(
-            !required(),
-            "{msg} (CI/SESSIONWATCH_E2E_REQUIRED set: failing instead of skipping)"
-        );
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    if skip_if_missing("live_e2e", &missing) {
         return;
     }
     let [nginx, openssl, curl_bin, python] = [0, 1, 2, 3].map(|i| tools[i].clone().unwrap());
@@ -122,26 +94,12 @@ fn live_scenario(http: Http) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let st = Command::new(&openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shop.test",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl req failed");
+    self_signed_cert(
+        &openssl,
+        "shop.test",
+        &dir.join("key.pem"),
+        &dir.join("cert.pem"),
+    );
 
     let (app_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
     std::fs::write(dir.join("app.py"), APP).unwrap();
@@ -185,33 +143,9 @@ fn live_scenario(http: Http) {
         format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"),
     )
     .unwrap();
-    let mut agent = Guard(
-        Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
-            .args(["--log-level", "debug", "run", "--config"])
-            .arg(dir.join("sw.toml"))
-            .arg("--alerts")
-            .arg(&findings)
-            .stdout(std::fs::File::create(dir.join("agent.out")).unwrap())
-            .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
-            && http_get(admin_port, "/readyz").0 == 200
-        {
-            break;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!(
-                "agent exited early ({status}): {}",
-                std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "agent not ready after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut agent = spawn_ready_agent(&dir, admin_port, Duration::from_secs(60), |c| {
+        c.arg("--alerts").arg(&findings);
+    });
     assert_eq!(http_get(admin_port, "/healthz").0, 200);
 
     let url = |p: &str| format!("https://shop.test:{tls_port}{p}");

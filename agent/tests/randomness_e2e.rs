@@ -27,12 +27,11 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Guard, find_tool, free_port, repo, required, wait_port};
+use common::{Guard, find_tool, free_port, repo, skip_if_missing, wait_port};
 use serde_json::Value;
 
 /// Fresh sessions per generator. With `id_min_sample = 100` the first 100
@@ -69,16 +68,7 @@ fn preconditions() -> Option<Tools> {
     if python.is_none() {
         missing.push("python3".into());
     }
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIP randomness_e2e: missing {} — this test did NOT run",
-            missing.join(", ")
-        );
-        assert!(
-            !required(),
-            "{msg} (CI/SESSIONWATCH_E2E_REQUIRED set: failing instead of skipping)"
-        );
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    if skip_if_missing("randomness_e2e", &missing) {
         return None;
     }
     Some(Tools {

@@ -278,16 +278,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
             missing.push((*t).to_string());
         }
     }
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIP soc_e2e: missing {} — this test did NOT run",
-            missing.join(", ")
-        );
-        assert!(
-            !required(),
-            "{msg} (CI/SESSIONWATCH_E2E_REQUIRED set: failing instead of skipping)"
-        );
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    if skip_if_missing("soc_e2e", &missing) {
         return;
     }
     let [nginx, openssl, curl_bin, python, prometheus, alertmanager] =
@@ -300,26 +291,12 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
         .unwrap();
     let dir = tmp.path().to_owned();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let st = Command::new(&openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shop.test",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl req failed");
+    self_signed_cert(
+        &openssl,
+        "shop.test",
+        &dir.join("key.pem"),
+        &dir.join("cert.pem"),
+    );
 
     let (app_port, tls_port, admin_port, prom_port, am_port) = (
         free_port(),
@@ -406,27 +383,8 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
     .unwrap();
     let agent_out = dir.join("agent.out");
     let agent_err = dir.join("agent.err");
-    let mut agent = Guard(
-        Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
-            .args(["--log-level", "debug", "run", "--config"])
-            .arg(dir.join("sw.toml"))
-            .env("NODE_NAME", NODE)
-            .stdout(std::fs::File::create(&agent_out).unwrap())
-            .stderr(std::fs::File::create(&agent_err).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("agent /readyz", Duration::from_secs(30), || {
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!(
-                "agent exited early ({status}): {}",
-                std::fs::read_to_string(&agent_err).unwrap_or_default()
-            );
-        }
-        match get(admin_port, "/readyz") {
-            Some((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    let mut agent = spawn_ready_agent(&dir, admin_port, Duration::from_secs(30), |c| {
+        c.env("NODE_NAME", NODE);
     });
 
     // Prometheus: scrapes the agent every second as job "sessionwatch",

@@ -19,103 +19,22 @@
 mod hooks;
 mod live;
 mod memory;
-mod rig;
+pub(crate) mod rig;
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::pcapw::{ACK, FIN_ACK, PSH_ACK, PcapWriter, SYN};
+
 /// Exchanges per generated connection (keep-alive).
 const EXCHANGES_PER_CONN: u32 = 10;
 
 /// `sessions.max_sessions` of the bounded peak-RSS runs of `bench replay`.
 const BOUNDED_SESSIONS: u32 = 10_000;
-
-/// Writes a classic pcap (Ethernet, microsecond timestamps).
-struct PcapWriter {
-    out: BufWriter<File>,
-    buf: Vec<u8>,
-}
-
-impl PcapWriter {
-    fn create(path: &Path) -> Result<PcapWriter> {
-        let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        // magic, v2.4, thiszone, sigfigs, snaplen, linktype ethernet
-        out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-        out.write_all(&2u16.to_le_bytes())?;
-        out.write_all(&4u16.to_le_bytes())?;
-        out.write_all(&0i32.to_le_bytes())?;
-        out.write_all(&0u32.to_le_bytes())?;
-        out.write_all(&65535u32.to_le_bytes())?;
-        out.write_all(&1u32.to_le_bytes())?;
-        Ok(PcapWriter {
-            out,
-            buf: Vec::with_capacity(2048),
-        })
-    }
-
-    /// One Ethernet/IPv4/TCP packet.
-    #[allow(clippy::too_many_arguments)]
-    fn tcp(
-        &mut self,
-        ts_us: u64,
-        src: ([u8; 4], u16),
-        dst: ([u8; 4], u16),
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        payload: &[u8],
-    ) -> Result<()> {
-        let b = &mut self.buf;
-        b.clear();
-        b.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        let total = (20 + 20 + payload.len()) as u16;
-        b.extend_from_slice(&[0x45, 0]);
-        b.extend_from_slice(&total.to_be_bytes());
-        b.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-        b.extend_from_slice(&src.0);
-        b.extend_from_slice(&dst.0);
-        let csum = ipv4_checksum(&b[14..34]);
-        b[24..26].copy_from_slice(&csum.to_be_bytes());
-        b.extend_from_slice(&src.1.to_be_bytes());
-        b.extend_from_slice(&dst.1.to_be_bytes());
-        b.extend_from_slice(&seq.to_be_bytes());
-        b.extend_from_slice(&ack.to_be_bytes());
-        b.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        b.extend_from_slice(payload);
-        let len = b.len() as u32;
-        self.out
-            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
-        self.out
-            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(&self.buf)?;
-        Ok(())
-    }
-}
-
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in h.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const FIN_ACK: u8 = 0x11;
 
 /// A cheap deterministic generator for IDs (xorshift64*).
 struct Rng(u64);
@@ -221,7 +140,7 @@ pub fn generate(path: &Path, exchanges: u64) -> Result<u64> {
         w.tcp(ts + 50, server, client, sseq, cseq + 1, FIN_ACK, &[])?;
         w.tcp(ts + 100, client, server, cseq + 1, sseq + 1, ACK, &[])?;
     }
-    w.out.flush()?;
+    w.finish()?;
     Ok(written)
 }
 
@@ -263,7 +182,7 @@ fn timed(cmd: &mut Command) -> Result<(Run, String)> {
 }
 
 /// User + system seconds of all reaped children so far.
-fn rusage_children() -> f64 {
+pub(crate) fn rusage_children() -> f64 {
     let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name: cutime is field 16, cstime field 17.
     let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -621,10 +540,7 @@ pub fn replay(
     let _ = writeln!(
         md,
         "- Load average (1 min) before and after each round: {}",
-        load.iter()
-            .map(|l| format!("{l:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        load_list(&load)
     );
     let _ = writeln!(
         md,
@@ -687,12 +603,21 @@ fn which(tool: &str) -> Option<PathBuf> {
     })
 }
 
-fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The 1-minute load averages sampled before and after each round, as
+/// the reports print them (the machine is shared; they qualify a figure).
+fn load_list(load: &[f64]) -> String {
+    load.iter()
+        .map(|l| format!("{l:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces the section starting with `heading` in BENCHMARKS.md (up to the

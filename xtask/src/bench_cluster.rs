@@ -11,8 +11,6 @@
 //! BENCHMARKS.md.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,87 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench::rig::{free_port, metric_sum};
+use crate::bench::{now_utc, rusage_children};
+use crate::pcapw::{ACK, PSH_ACK, PcapWriter, SYN};
+
 /// Seconds of event time between two requests of one session.
 const GAP_S: u64 = 2;
 /// Session ID length (hex digits).
 const ID_HEX: usize = 32;
-
-/// Classic pcap writer (Ethernet, microsecond timestamps).
-struct Pcap {
-    out: BufWriter<File>,
-    buf: Vec<u8>,
-}
-
-impl Pcap {
-    fn create(path: &Path) -> Result<Pcap> {
-        let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        // magic, v2.4, thiszone, sigfigs, snaplen, linktype Ethernet
-        out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-        out.write_all(&2u16.to_le_bytes())?;
-        out.write_all(&4u16.to_le_bytes())?;
-        out.write_all(&0i32.to_le_bytes())?;
-        out.write_all(&0u32.to_le_bytes())?;
-        out.write_all(&65535u32.to_le_bytes())?;
-        out.write_all(&1u32.to_le_bytes())?;
-        Ok(Pcap {
-            out,
-            buf: Vec::with_capacity(2048),
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn tcp(
-        &mut self,
-        ts_us: u64,
-        src: ([u8; 4], u16),
-        dst: ([u8; 4], u16),
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        payload: &[u8],
-    ) -> Result<()> {
-        let b = &mut self.buf;
-        b.clear();
-        b.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        let total = (40 + payload.len()) as u16;
-        let ip_start = b.len();
-        b.extend_from_slice(&[0x45, 0]);
-        b.extend_from_slice(&total.to_be_bytes());
-        b.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-        b.extend_from_slice(&src.0);
-        b.extend_from_slice(&dst.0);
-        let mut sum = 0u32;
-        for c in b[ip_start..ip_start + 20].chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        let ck = !(sum as u16);
-        b[ip_start + 10..ip_start + 12].copy_from_slice(&ck.to_be_bytes());
-        b.extend_from_slice(&src.1.to_be_bytes());
-        b.extend_from_slice(&dst.1.to_be_bytes());
-        b.extend_from_slice(&seq.to_be_bytes());
-        b.extend_from_slice(&ack.to_be_bytes());
-        // Data offset 5 words; checksum left zero (not verified on replay).
-        b.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        b.extend_from_slice(payload);
-        let len = b.len() as u32;
-        self.out
-            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
-        self.out
-            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(b)?;
-        Ok(())
-    }
-}
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
 
 /// One session's keep-alive connection.
 struct Flow {
@@ -115,7 +40,7 @@ struct Flow {
 /// time: session `s` sends its `i`-th request at `i × GAP_S` s plus a
 /// per-session offset. The first response issues the ID; the rest use it.
 fn generate(path: &Path, sessions: u32, requests: u32) -> Result<u64> {
-    let mut w = Pcap::create(path)?;
+    let mut w = PcapWriter::create(path)?;
     let server = ([192, 0, 2, 10], 8080u16);
     let agents = [
         "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
@@ -210,14 +135,8 @@ fn generate(path: &Path, sessions: u32, requests: u32) -> Result<u64> {
             written += 1;
         }
     }
-    w.out.flush()?;
+    w.finish()?;
     Ok(written)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// redis-server on a loopback port, killed on drop.
@@ -248,27 +167,6 @@ fn start_redis(dir: &Path, port: u16) -> Result<Redis> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(r)
-}
-
-/// User + system seconds of all reaped children so far.
-fn rusage_children() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let cutime = f.get(13).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cstime = f.get(14).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (cutime + cstime) / 100.0
-}
-
-/// Sum of every sample of `metric` in a Prometheus text exposition.
-fn metric_sum(text: &str, metric: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(metric)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// One measured replay.
@@ -313,14 +211,6 @@ fn replay(sessionwatch: &Path, pcap: &Path, config: &Path, metrics: &Path) -> Re
         dropped: metric_sum(&text, "sessionwatch_cluster_dropped_total"),
         errors: metric_sum(&text, "sessionwatch_cluster_errors_total"),
     })
-}
-
-fn now_utc() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// `used_memory` (bytes) and `DBSIZE` of the benchmark's redis-server.

@@ -35,10 +35,13 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 
+use crate::bench::rig::is_root;
+
 mod bench;
 mod bench_cluster;
 mod deploy;
 mod fuzz;
+mod pcapw;
 mod soak;
 
 /// bpf-linker release that builds against the nightly's LLVM (see
@@ -723,18 +726,6 @@ fn find_command(name: &str) -> bool {
     env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
         .any(|d| d.join(name).is_file())
-}
-
-fn is_root() -> bool {
-    // /proc/self/status: "Uid: real effective saved fs".
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|u| u.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Installs the missing [`TEST_PACKAGES`] with apt-get. Without root or

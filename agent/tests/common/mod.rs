@@ -170,3 +170,113 @@ pub fn metric_names(expr: &str) -> Vec<String> {
 
 /// Synthetic HTTP/1 traffic as a pcap stream (hostile load, secrets scan).
 pub mod traffic;
+
+/// Ends a test whose preconditions are not met: with `required()` set it
+/// fails, otherwise it prints a SKIP banner that cannot be missed in the
+/// output. Returns true when something is missing (the caller returns).
+pub fn skip_if_missing<S: AsRef<str>>(test: &str, missing: &[S]) -> bool {
+    if missing.is_empty() {
+        return false;
+    }
+    let missing: Vec<&str> = missing.iter().map(AsRef::as_ref).collect();
+    let msg = format!(
+        "SKIP {test}: missing {} — this test did NOT run",
+        missing.join(", ")
+    );
+    assert!(
+        !required(),
+        "{msg} (CI/SESSIONWATCH_E2E_REQUIRED set: failing instead of skipping)"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n\n").as_bytes(),
+    );
+    true
+}
+
+/// One `GET` over a fresh loopback connection (`Connection: close`): the
+/// status code (0 when unparsable) and the whole response. Panics when
+/// nothing listens on `port`.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// Starts the live agent, `sessionwatch --log-level trace run --config
+/// <dir>/sw.toml` plus whatever `configure` adds (`--alerts`, environment),
+/// with stdout and stderr in `<dir>/agent.out` and `<dir>/agent.err`, and
+/// waits until `/readyz` on `admin_port` answers 200. Readiness means every
+/// probe is attached, so traffic sent afterwards is seen. Panics with the
+/// agent's log if it exits first or is not ready within `within`.
+///
+/// Trace level on purpose: the live tests scan the agent's output for the
+/// raw session IDs they used (#8), so the most verbose logging is the one
+/// that must stay clean.
+pub fn spawn_ready_agent(
+    dir: &Path,
+    admin_port: u16,
+    within: Duration,
+    configure: impl FnOnce(&mut std::process::Command),
+) -> Guard {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessionwatch"));
+    cmd.args(["--log-level", "trace", "run", "--config"])
+        .arg(dir.join("sw.toml"));
+    configure(&mut cmd);
+    let mut agent = Guard(
+        cmd.stdout(std::fs::File::create(dir.join("agent.out")).unwrap())
+            .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + within;
+    loop {
+        if TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+            && http_get(admin_port, "/readyz").0 == 200
+        {
+            return agent;
+        }
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!(
+                "agent exited early ({status}): {}",
+                std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent not ready after {} s",
+            within.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A two-day self-signed RSA certificate for `cn` (unencrypted key): what
+/// the test nginx servers present. Panics when openssl fails.
+pub fn self_signed_cert(openssl: &Path, cn: &str, key: &Path, cert: &Path) {
+    let st = std::process::Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl req failed");
+}

@@ -225,10 +225,7 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let _ = writeln!(
         md,
         "- Load average (1 min) before and after each round: {}",
-        load.iter()
-            .map(|l| format!("{l:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        super::load_list(&load)
     );
     let _ = writeln!(
         md,

@@ -234,10 +234,7 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let _ = writeln!(
         md,
         "- Load average (1 min) before and after each round: {} — the machine is shared; nginx, wrk and the agent share its cores",
-        load.iter()
-            .map(|l| format!("{l:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        super::load_list(&load)
     );
     let _ = writeln!(
         md,
