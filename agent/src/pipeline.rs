@@ -264,6 +264,13 @@ impl Pipeline {
         for (kind, n) in cookie_skips(&stats.input) {
             m.apply_cumulative("parse_errors", &c, &["cookie", kind], n);
         }
+        // Bounded analysis tables that were full: every table from the
+        // first sync on, so alerts on `> 0` have their series.
+        let c = m.analysis_table_full.clone();
+        for (table, n) in analysis_tables_full(&stats.input) {
+            m.apply_cumulative("analysis_table_full", &c, &[table], n);
+        }
+        let c = m.parse_errors.clone();
         // Packet-level skips of replay (non-TCP frames, unsupported link
         // types…) are counted under protocol "capture".
         let rs = self.reassembler.stats();
@@ -336,6 +343,10 @@ impl Pipeline {
                 s.parse_errors.insert(("cookie".into(), kind.into()), n);
             }
         }
+        s.tables_full = analysis_tables_full(&stats.input)
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
         s
     }
 }
@@ -352,6 +363,22 @@ fn cookie_skips(input: &sessionwatch_sessions::stats::InputStats) -> [(&'static 
         ("set_cookie_invalid", input.set_cookies_invalid),
         ("presented_capped", input.presented_capped),
         ("id_invalid", input.ids_skipped),
+    ]
+}
+
+/// Inputs the analysis handled with less detail because a bounded table
+/// was full, as `(table, count)` of `analysis_table_full_total`, in the
+/// order of [`crate::export::metrics::ANALYSIS_TABLES`].
+fn analysis_tables_full(
+    input: &sessionwatch_sessions::stats::InputStats,
+) -> [(&'static str, u64); 4] {
+    let [services, user_agents, suppression, detector_state] =
+        crate::export::metrics::ANALYSIS_TABLES;
+    [
+        (services, input.services_overflow),
+        (user_agents, input.user_agent_overflow),
+        (suppression, input.suppression_turnovers),
+        (detector_state, input.detector_untracked),
     ]
 }
 
@@ -434,4 +461,30 @@ pub async fn run_live(
     let result = capture.run(&mut sink, shutdown).await;
     syncer.abort();
     result.map_err(PipelineError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::alerts::JsonLinesSink;
+
+    #[test]
+    fn every_analysis_table_series_exists_from_the_first_sync() {
+        let metrics = Arc::new(Mutex::new(Metrics::new().expect("metrics")));
+        let findings = FindingFanout {
+            json: JsonLinesSink::from_writer(Box::new(std::io::sink())),
+            alertmanager: None,
+            metrics: metrics.clone(),
+            summary: Summary::default(),
+        };
+        let pipeline = Pipeline::new(&Config::default(), findings).expect("pipeline");
+        let mut m = metrics.lock().expect("metrics lock");
+        pipeline.sync_metrics(&mut m);
+        let text = m.render();
+        for table in crate::export::metrics::ANALYSIS_TABLES {
+            let series = format!("sessionwatch_analysis_table_full_total{{table=\"{table}\"}} 0");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        assert!(pipeline.summary().tables_full.is_empty());
+    }
 }

@@ -438,6 +438,30 @@ fn flood_of_distinct_sessions_and_garbage_stays_bounded() {
             );
             assert!(n >= 1, "{kind} not counted:\n{}", r.metrics);
         }
+        // Full analysis tables are exported, every table from the start:
+        // random User-Agents overflow the family table, the rest stay 0.
+        for table in ["services", "user_agents", "suppression", "detector_state"] {
+            let series = format!("sessionwatch_analysis_table_full_total{{table=\"{table}\"}}");
+            assert!(
+                r.metrics.contains(&series),
+                "{series} missing:\n{}",
+                r.metrics
+            );
+        }
+        let uas = value(
+            &r.metrics,
+            "sessionwatch_analysis_table_full_total{table=\"user_agents\"}",
+        );
+        assert!(
+            uas >= 1,
+            "random User-Agents never overflowed:\n{}",
+            r.metrics
+        );
+        assert!(
+            r.stderr.contains("analysis tables full") && r.stderr.contains("user_agents"),
+            "summary does not show the full tables:\n{}",
+            r.stderr
+        );
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
 }

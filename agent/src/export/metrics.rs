@@ -27,6 +27,20 @@ pub struct AgeSnapshot {
     pub count: u64,
 }
 
+/// `table` label values of `sessionwatch_analysis_table_full_total`: the
+/// analysis stage's fixed-size tables that, when full, make it keep going
+/// with less detail instead of growing.
+///
+/// - `services`: exchanges counted under service `other` because the
+///   per-service table (which bounds every `service` label) was full;
+/// - `user_agents`: User-Agent families not interned, so a fingerprint
+///   compares the family as unknown;
+/// - `suppression`: finding-suppression generations turned over early, so
+///   a repeat of a recent finding may be reported again;
+/// - `detector_state`: inputs a stateful detector could not track
+///   (`session_id_bruteforce` clients, `session_id_weak` samples).
+pub const ANALYSIS_TABLES: [&str; 4] = ["services", "user_agents", "suppression", "detector_state"];
+
 /// Every metric the agent exports, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +68,10 @@ pub struct Metrics {
     pub capture_truncated: IntCounterVec,
     /// `sessionwatch_parse_errors_total{protocol,kind}`.
     pub parse_errors: IntCounterVec,
+    /// `sessionwatch_analysis_table_full_total{table}`: inputs the analysis
+    /// handled with less detail because one of its bounded tables was full
+    /// (see [`ANALYSIS_TABLES`]).
+    pub analysis_table_full: IntCounterVec,
     /// `sessionwatch_attached_targets`.
     pub attached_targets: IntGauge,
     /// `sessionwatch_build_info{version}`.
@@ -130,6 +148,11 @@ impl Metrics {
             "Protocol parse errors and counted skips, by protocol and kind.",
             &["protocol", "kind"],
         )?;
+        let analysis_table_full = counter(
+            "analysis_table_full_total",
+            "Inputs the analysis handled with less detail because a bounded table was full, by table.",
+            &["table"],
+        )?;
         let session_cookies = counter(
             "session_cookies_total",
             "Session Set-Cookie headers issued (deletions excluded).",
@@ -196,6 +219,7 @@ impl Metrics {
             capture_lost,
             capture_truncated,
             parse_errors,
+            analysis_table_full,
             attached_targets,
             build_info,
             session_cookies_learned,

@@ -26,6 +26,9 @@ pub struct Summary {
     pub bytes_missing: u64,
     /// Session cookie names learned from the traffic: (service, cookie).
     pub learned_cookies: Vec<(String, String)>,
+    /// Inputs handled with less detail because a bounded analysis table
+    /// was full: (table, count), nonzero only.
+    pub tables_full: Vec<(&'static str, u64)>,
 }
 
 impl Summary {
@@ -101,6 +104,18 @@ impl fmt::Display for Summary {
             for ((proto, kind), n) in &self.parse_errors {
                 let _ = writeln!(out, "    {proto}/{kind}: {n}");
             }
+        }
+        if !self.tables_full.is_empty() {
+            let list: Vec<String> = self
+                .tables_full
+                .iter()
+                .map(|(table, n)| format!("{table} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  analysis tables full (inputs handled with less detail): {}",
+                list.join(", ")
+            );
         }
         f.write_str(&out)
     }
