@@ -107,72 +107,24 @@ fn preconditions(test: &str) -> Option<Tools> {
     })
 }
 
-/// nginx (TLS + HTTP/2) in front of the common session app, in `dir`.
-struct Server {
-    dir: PathBuf,
-    tls_port: u16,
-    _app: Guard,
-    _nginx: Guard,
-}
-
-fn start_server(tools: &Tools, tag: &str) -> Server {
+/// nginx (TLS + HTTP/2) in front of the common session app, running as
+/// `nginx-h2e2e` in its own directory. Long keepalive: the connections of
+/// the mid-stream test stay open while the agent starts.
+fn start_server(tools: &Tools, tag: &str) -> ShopServer {
     let dir =
         std::env::temp_dir().join(format!("sessionwatch-h2-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    self_signed_cert(
+    spawn_shop(
+        &tools.python,
+        &tools.nginx,
         &tools.openssl,
-        HOST,
-        &dir.join("key.pem"),
-        &dir.join("cert.pem"),
-    );
-
-    let (app_port, tls_port) = (free_port(), free_port());
-    std::fs::write(dir.join("app.py"), APP).unwrap();
-    let app = Guard(
-        Command::new(&tools.python)
-            .arg(dir.join("app.py"))
-            .arg(app_port.to_string())
-            .spawn()
-            .unwrap(),
-    );
-    // A copy of the nginx binary under a name of its own: the agent is
-    // restricted to it, so nginx instances of concurrent tests are not
-    // captured.
-    let nginx_bin = dir.join(NGINX_COMM);
-    std::fs::copy(&tools.nginx, &nginx_bin).unwrap();
-    let d = dir.display();
-    // Long keepalive: the connections of the mid-stream test stay open
-    // while the agent starts.
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log; daemon off;\n\
-             events {{}}\n\
-             http {{ access_log off; keepalive_timeout 300s;\n\
-               server {{ listen 127.0.0.1:{tls_port} ssl http2; server_name {HOST};\n\
-                 ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
-                 location / {{ proxy_pass http://127.0.0.1:{app_port}; proxy_http_version 1.1; proxy_set_header Host $host; }} }} }}\n"
-        ),
+        &dir,
+        &ShopOptions {
+            comm: NGINX_COMM,
+            host: HOST,
+            http2: true,
+            http_directives: "keepalive_timeout 300s;",
+        },
     )
-    .unwrap();
-    let nginx = Guard(
-        Command::new(&nginx_bin)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(app_port);
-    wait_port(tls_port);
-    Server {
-        dir,
-        tls_port,
-        _app: app,
-        _nginx: nginx,
-    }
 }
 
 /// The live agent, restricted to `nginx-h2e2e`, findings to a file.

@@ -87,60 +87,40 @@ fn live_scenario(http: Http) {
     }
     let [nginx, openssl, curl_bin, python] = [0, 1, 2, 3].map(|i| tools[i].clone().unwrap());
 
-    let dir = std::env::temp_dir().join(format!(
-        "sessionwatch-live-e2e-{}-h{}",
-        std::process::id(),
-        if http == Http::Two { 2 } else { 1 }
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    self_signed_cert(
+    // nginx under a name of its own per test: the agent is restricted to
+    // it, so the other test of this file (and any concurrent e2e test) is
+    // not captured.
+    let comm = if http == Http::Two {
+        "nginx-live-h2"
+    } else {
+        "nginx-live-h1"
+    };
+    let shop = spawn_shop(
+        &python,
+        &nginx,
         &openssl,
-        "shop.test",
-        &dir.join("key.pem"),
-        &dir.join("cert.pem"),
+        &std::env::temp_dir().join(format!(
+            "sessionwatch-live-e2e-{}-{comm}",
+            std::process::id()
+        )),
+        &ShopOptions {
+            comm,
+            host: "shop.test",
+            http2: http == Http::Two,
+            http_directives: "",
+        },
     );
-
-    let (app_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
-    std::fs::write(dir.join("app.py"), APP).unwrap();
-    let _app = Guard(
-        Command::new(&python)
-            .arg(dir.join("app.py"))
-            .arg(app_port.to_string())
-            .spawn()
-            .unwrap(),
-    );
-    let d = dir.display();
-    let h2 = if http == Http::Two { " http2" } else { "" };
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log; daemon off;\n\
-             events {{}}\n\
-             http {{ access_log off;\n\
-               server {{ listen 127.0.0.1:{tls_port} ssl{h2}; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
-                 location / {{ proxy_pass http://127.0.0.1:{app_port}; proxy_http_version 1.1; proxy_set_header Host $host; }} }} }}\n"
-        ),
-    )
-    .unwrap();
-    let _nginx = Guard(
-        Command::new(&nginx)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(app_port);
-    wait_port(tls_port);
+    let (dir, tls_port, admin_port) = (shop.dir.clone(), shop.tls_port, free_port());
 
     // The agent, started after nginx: its sockets and workers are found
     // through /proc.
     let findings = dir.join("findings.jsonl");
     std::fs::write(
         dir.join("sw.toml"),
-        format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"),
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [capture]\nprocesses = [\"{comm}\"]\n"
+        ),
     )
     .unwrap();
     let mut agent = spawn_ready_agent(&dir, admin_port, Duration::from_secs(60), |c| {
@@ -257,7 +237,7 @@ fn live_scenario(http: Http) {
     assert_eq!(login["request"]["path"], "/login");
     assert_eq!(login["request"]["status"], 302);
     assert_eq!(
-        login["service"], "nginx",
+        login["service"], comm,
         "service is the capturing process without [[services]]"
     );
     let hijack = lines
@@ -283,12 +263,15 @@ fn live_scenario(http: Http) {
     let (status, metrics) = http_get(admin_port, "/metrics");
     assert_eq!(status, 200);
     let exchanges = format!(
-        "sessionwatch_http_exchanges_total{{protocol=\"{}\",service=\"nginx\",tls=\"true\"}} 4",
+        "sessionwatch_http_exchanges_total{{protocol=\"{}\",service=\"{comm}\",tls=\"true\"}} 4",
         if http == Http::Two { "http2" } else { "http1" }
+    );
+    let hijacks = format!(
+        "sessionwatch_findings_total{{detector=\"session_fingerprint_change\",service=\"{comm}\",severity=\"high\"}} 1"
     );
     for needle in [
         exchanges.as_str(),
-        "sessionwatch_findings_total{detector=\"session_fingerprint_change\",service=\"nginx\",severity=\"high\"} 1",
+        hijacks.as_str(),
         "sessionwatch_capture_events_total{source=\"tls\"}",
         "sessionwatch_build_info{version=",
     ] {

@@ -60,6 +60,10 @@ const PRODUCED_IN_SCENARIO: &[&str] = &[
 ];
 
 /// Minimal HTTP/1.0 GET on loopback: (status, body).
+/// The name nginx runs under: the agent's process filter and, without
+/// `[[services]]`, the findings' `service`.
+const NGINX_COMM: &str = "nginx-soc";
+
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -290,21 +294,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
         .tempdir()
         .unwrap();
     let dir = tmp.path().to_owned();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    self_signed_cert(
-        &openssl,
-        "shop.test",
-        &dir.join("key.pem"),
-        &dir.join("cert.pem"),
-    );
-
-    let (app_port, tls_port, admin_port, prom_port, am_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let (admin_port, prom_port, am_port) = (free_port(), free_port(), free_port());
 
     // Alertmanager: temp storage, loopback web, clustering off (an empty
     // --cluster.listen-address disables gossip), a do-nothing receiver.
@@ -329,37 +319,21 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
             .expect("start alertmanager"),
     );
 
-    std::fs::write(dir.join("app.py"), APP).unwrap();
-    let _app = Guard(
-        Command::new(&python)
-            .arg(dir.join("app.py"))
-            .arg(app_port.to_string())
-            .spawn()
-            .unwrap(),
+    // nginx as `nginx-soc`: the agent is restricted to it, so concurrent
+    // e2e tests' servers are not captured.
+    let shop = spawn_shop(
+        &python,
+        &nginx,
+        &openssl,
+        &dir.join("shop"),
+        &ShopOptions {
+            comm: NGINX_COMM,
+            host: "shop.test",
+            http2: false,
+            http_directives: "",
+        },
     );
-    let d = dir.display();
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log; daemon off;\n\
-             events {{}}\n\
-             http {{ access_log off;\n\
-               server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
-                 location / {{ proxy_pass http://127.0.0.1:{app_port}; proxy_http_version 1.1; proxy_set_header Host $host; }} }} }}\n"
-        ),
-    )
-    .unwrap();
-    let _nginx = Guard(
-        Command::new(&nginx)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(app_port);
-    wait_port(tls_port);
+    let tls_port = shop.tls_port;
     wait_for(
         "alertmanager ready",
         Duration::from_secs(20),
@@ -376,6 +350,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
         dir.join("sw.toml"),
         format!(
             "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
+             [capture]\nprocesses = [\"{NGINX_COMM}\"]\n\n\
              [alerting]\njson = \"-\"\nalertmanager_url = \"http://127.0.0.1:{am_port}\"\n\
              timeout = \"2s\"\nmax_backoff = \"1s\"\n"
         ),
@@ -463,7 +438,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
             .find(|a| a["labels"]["alertname"] == alert)
             .unwrap();
         assert_eq!(a["labels"]["severity"], "critical", "{a}");
-        assert_eq!(a["labels"]["service"], "nginx", "{a}");
+        assert_eq!(a["labels"]["service"], NGINX_COMM, "{a}");
         assert_eq!(a["labels"]["detector"], detector, "{a}");
         assert_eq!(a["labels"]["job"], "sessionwatch", "{a}");
         assert_eq!(a["labels"]["instance"], format!("127.0.0.1:{admin_port}"));
@@ -539,7 +514,7 @@ fn soc_surfaces_see_live_hijack_and_fixation() {
         for a in pushed {
             assert_eq!(a["labels"]["detector"], detector);
             assert_eq!(a["labels"]["severity"], "high");
-            assert_eq!(a["labels"]["service"], "nginx");
+            assert_eq!(a["labels"]["service"], NGINX_COMM);
             assert_eq!(a["labels"]["node"], NODE);
             assert_eq!(a["status"]["state"], "active");
             let f = all_findings

@@ -280,3 +280,99 @@ pub fn self_signed_cert(openssl: &Path, cn: &str, key: &Path, cert: &Path) {
         .unwrap();
     assert!(st.success(), "openssl req failed");
 }
+
+/// A TLS-terminating nginx (one worker, keep-alive) in front of the
+/// session app ([`APP`]), with its config, certificate, pid file and logs
+/// in its own directory, on ports picked at run time.
+pub struct ShopServer {
+    /// Directory of the app, the nginx config, `cert.pem`, `key.pem` and
+    /// `logs/`.
+    pub dir: PathBuf,
+    /// Port of the app (plain HTTP, what nginx proxies to).
+    pub app_port: u16,
+    /// Port nginx terminates TLS on.
+    pub tls_port: u16,
+    _app: Guard,
+    _nginx: Guard,
+}
+
+/// What differs between the shop servers of the e2e tests.
+pub struct ShopOptions<'a> {
+    /// nginx runs as a copy of its binary under this name (at most 15
+    /// bytes: the kernel's `comm`), so a live agent restricted with
+    /// `[capture] processes = [comm]` captures this server only, not the
+    /// servers of tests running at the same time. Without `[[services]]`
+    /// it is also the findings' `service`.
+    pub comm: &'a str,
+    /// Server name: the certificate's CN and nginx's `server_name`.
+    pub host: &'a str,
+    /// Adds `http2` to the TLS listener.
+    pub http2: bool,
+    /// Extra directives for nginx's `http` block (e.g. a longer
+    /// `keepalive_timeout`).
+    pub http_directives: &'a str,
+}
+
+/// Starts the app and nginx in `dir` (created; emptied first) and waits
+/// until both listen. Panics when a tool fails.
+pub fn spawn_shop(
+    python: &Path,
+    nginx: &Path,
+    openssl: &Path,
+    dir: &Path,
+    options: &ShopOptions<'_>,
+) -> ShopServer {
+    assert!(options.comm.len() <= 15, "comm {:?} too long", options.comm);
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    self_signed_cert(
+        openssl,
+        options.host,
+        &dir.join("key.pem"),
+        &dir.join("cert.pem"),
+    );
+    let (app_port, tls_port) = (free_port(), free_port());
+    std::fs::write(dir.join("app.py"), APP).unwrap();
+    let app = Guard(
+        std::process::Command::new(python)
+            .arg(dir.join("app.py"))
+            .arg(app_port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    let nginx_bin = dir.join(options.comm);
+    std::fs::copy(nginx, &nginx_bin).unwrap();
+    let d = dir.display();
+    let h2 = if options.http2 { " http2" } else { "" };
+    let (host, extra) = (options.host, options.http_directives);
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log; daemon off;\n\
+             events {{}}\n\
+             http {{ access_log off; {extra}\n\
+               server {{ listen 127.0.0.1:{tls_port} ssl{h2}; server_name {host};\n\
+                 ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
+                 location / {{ proxy_pass http://127.0.0.1:{app_port}; proxy_http_version 1.1; proxy_set_header Host $host; }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    let nginx = Guard(
+        std::process::Command::new(&nginx_bin)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(app_port);
+    wait_port(tls_port);
+    ShopServer {
+        dir: dir.to_owned(),
+        app_port,
+        tls_port,
+        _app: app,
+        _nginx: nginx,
+    }
+}
