@@ -13,6 +13,13 @@
 //!   processes (A to completion, then B) on one redis-server.
 //! - `two_agents_share_sightings_through_redis_cluster`: the same on a
 //!   3-node Redis Cluster started on loopback ports.
+//! - `two_agents_share_sightings_through_rediss_with_client_certificates`:
+//!   the same over TLS only, with a private CA and client certificates
+//!   (`tls_ca_file`, `tls_cert_file`, `tls_key_file`); without them the
+//!   agents cannot connect and say so.
+//! - `two_agents_share_sightings_through_sentinel_across_a_failover`: A
+//!   writes through a Redis Sentinel, the primary is killed and its replica
+//!   promoted, B reaches the new primary through the sentinel.
 //! - `agents_survive_redis_restart`: two in-process agents (the library's
 //!   pipeline, as `replay` builds it) keep analysing while redis-server is
 //!   killed (`sessionwatch_cluster_up 0`, errors counted) and share again
@@ -199,6 +206,18 @@ fn key_file(dir: &Path) -> PathBuf {
 }
 
 fn config(dir: &Path, node: &str, url: &str, mode: &str, prefix: &str) -> PathBuf {
+    config_with(dir, node, url, mode, prefix, "")
+}
+
+/// [`config`] with `extra` lines appended to `[cluster]`.
+fn config_with(
+    dir: &Path,
+    node: &str,
+    url: &str,
+    mode: &str,
+    prefix: &str,
+    extra: &str,
+) -> PathBuf {
     let p = dir.join(format!("{node}.toml"));
     std::fs::write(
         &p,
@@ -217,6 +236,7 @@ key_prefix = "{prefix}"
 lookup_timeout = "3s"
 command_timeout = "2s"
 max_backoff = "500ms"
+{extra}
 "#,
             key = key_file(dir).display()
         ),
@@ -314,6 +334,17 @@ fn assert_cross_node(b: &[Value]) {
 /// Runs A then B on the halves; checks that alone they are silent, and
 /// together B reports both findings with both nodes.
 fn two_agents(dir: &Path, url: &str, mode: &str, cli: impl Fn(&[&str]) -> String) {
+    two_agents_with(dir, url, mode, "", cli);
+}
+
+/// [`two_agents`] with `extra` lines in both agents' `[cluster]`.
+fn two_agents_with(
+    dir: &Path,
+    url: &str,
+    mode: &str,
+    extra: &str,
+    cli: impl Fn(&[&str]) -> String,
+) {
     let (victim, attacker) = round(dir, 0, "r0");
     // Alone (no cluster): the attacker's half shows nothing history-based.
     let alone = dir.join("alone.toml");
@@ -329,8 +360,8 @@ fn two_agents(dir: &Path, url: &str, mode: &str, cli: impl Fn(&[&str]) -> String
     );
 
     let prefix = format!("swtest{}", std::process::id());
-    let a_cfg = config(dir, "node-a", url, mode, &prefix);
-    let b_cfg = config(dir, "node-b", url, mode, &prefix);
+    let a_cfg = config_with(dir, "node-a", url, mode, &prefix, extra);
+    let b_cfg = config_with(dir, "node-b", url, mode, &prefix, extra);
     let (a, a_err) = replay(&a_cfg, &victim);
     assert!(
         of(&a, "session_fingerprint_change").is_empty(),
@@ -370,6 +401,300 @@ fn two_agents_share_sightings_through_redis() {
     two_agents(dir.path(), &url, "standalone", |args| {
         redis_cli(&cli, port, args)
     });
+}
+
+/// A private CA, a server certificate for 127.0.0.1 and a client
+/// certificate it signed, as PEM files in `dir`: (ca, server cert, server
+/// key, client cert, client key).
+fn private_ca(dir: &Path) -> [PathBuf; 5] {
+    use std::os::unix::fs::PermissionsExt;
+    let openssl = find_tool("openssl").expect("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sessionwatch test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    // Version 3 certificates (webpki refuses v1 ones, even as the client's
+    // own certificate), with the usual extensions.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN=redis {who}"),
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+        ]);
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &*format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &*format!("{who}.pem"),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(["-extfile".into(), format!("{who}.ext")]);
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        std::fs::set_permissions(
+            dir.join(format!("{who}.key")),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ]
+    .map(|f| dir.join(f))
+}
+
+/// `rediss://` to a redis-server that only speaks TLS and requires client
+/// certificates from a private CA: with `tls_ca_file`, `tls_cert_file`
+/// and `tls_key_file` the agents share sightings; without the client
+/// certificate, or trusting only the system store, they cannot connect,
+/// say so, count it and still analyse locally.
+#[test]
+fn two_agents_share_sightings_through_rediss_with_client_certificates() {
+    let Some((server, cli)) = tools() else { return };
+    if find_tool("openssl").is_none() {
+        let msg = "SKIP cluster_e2e TLS: needs openssl";
+        assert!(!required(), "{msg}");
+        eprintln!("{msg}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key, client_cert, client_key] = private_ca(dir.path());
+    let (plain, tls_port) = (free_port(), free_port());
+    let path = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let _redis = start_redis(
+        &server,
+        dir.path(),
+        plain,
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &path(&cert),
+            "--tls-key-file",
+            &path(&key),
+            "--tls-ca-cert-file",
+            &path(&ca),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+    wait_port(tls_port);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let files = format!(
+        "tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        ca.display(),
+        client_cert.display(),
+        client_key.display()
+    );
+    let tls_cli = |args: &[&str]| {
+        let out = Command::new(&cli)
+            .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "--tls"])
+            .args(["--cacert", &path(&ca), "--cert", &path(&client_cert)])
+            .args(["--key", &path(&client_key)])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    two_agents_with(dir.path(), &url, "standalone", &files, tls_cli);
+
+    // The same agent B without its client certificate (the server refuses
+    // the handshake), and trusting only the system store (it refuses the
+    // server): local analysis only, the connection failure logged.
+    let (_, attacker) = round(dir.path(), 100, "r-notls");
+    let ca_only = format!("tls_ca_file = \"{}\"\n", ca.display());
+    for (tag, extra) in [("no-client-cert", ca_only.as_str()), ("system-store", "")] {
+        let cfg = config_with(
+            dir.path(),
+            &format!("node-{tag}"),
+            &url,
+            "standalone",
+            "swtls",
+            extra,
+        );
+        let (b, err) = replay(&cfg, &attacker);
+        assert!(
+            of(&b, "session_fingerprint_change").is_empty(),
+            "{tag}: {b:#?}"
+        );
+        assert!(err.contains("cannot connect to Redis"), "{tag}: {err}");
+        assert!(!err.contains("BEGIN"), "{tag}: a PEM in the log: {err}");
+    }
+
+    // A world-readable client key is refused before anything starts.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = config_with(dir.path(), "node-bad", &url, "standalone", "swtls", &files);
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
+        .arg("replay")
+        .arg(&attacker)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tls_key_file") && err.contains("world-readable"),
+        "{err}"
+    );
+}
+
+/// Sentinel: agent A writes through the sentinel to the primary; the
+/// primary dies, the sentinel promotes its replica, and agent B, asking
+/// the sentinel again, reaches the new primary and still sees A's
+/// sightings (replicated before the failover).
+#[test]
+fn two_agents_share_sightings_through_sentinel_across_a_failover() {
+    let Some((server, cli)) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2, sp) = (free_port(), free_port(), free_port());
+    let (d1, d2, ds) = (
+        dir.path().join("primary"),
+        dir.path().join("replica"),
+        dir.path().join("sentinel"),
+    );
+    for d in [&d1, &d2, &ds] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let mut primary = start_redis(&server, &d1, p1, &[]);
+    let _replica = start_redis(
+        &server,
+        &d2,
+        p2,
+        &["--replicaof", "127.0.0.1", &p1.to_string()],
+    );
+    // One sentinel, quorum 1, quick failure detection.
+    let conf = ds.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sp}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor mymaster 127.0.0.1 {p1} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 10000\n",
+            ds.display()
+        ),
+    )
+    .unwrap();
+    let _sentinel = Guard(
+        Command::new(&server)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(sp);
+    let master_port = || {
+        let out = redis_cli(
+            &cli,
+            sp,
+            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+        );
+        out.lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse::<u16>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis_cli(&cli, p2, &["INFO", "replication"]).contains("master_link_status:down")
+        || master_port() != Some(p1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replication or sentinel not ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (victim, attacker) = round(dir.path(), 0, "sentinel");
+    let url = format!("redis://127.0.0.1:{sp}");
+    let prefix = format!("swsent{}", std::process::id());
+    let a_cfg = config(dir.path(), "node-a", &url, "sentinel", &prefix);
+    let b_cfg = config(dir.path(), "node-b", &url, "sentinel", &prefix);
+    let (a, a_err) = replay(&a_cfg, &victim);
+    assert!(of(&a, "session_fingerprint_change").is_empty(), "{a:#?}");
+    let pattern = format!("{prefix}:s:*");
+    let keys = |port| redis_cli(&cli, port, &["--scan", "--pattern", &pattern]);
+    assert_eq!(
+        keys(p1).lines().count(),
+        2,
+        "A wrote to the primary: {a_err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keys(p2).lines().count() < 2 {
+        assert!(Instant::now() < deadline, "not replicated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    primary.0.kill().unwrap();
+    let _ = primary.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The sentinel names the replica once it is promoted; wait for the
+    // replica to answer as a primary too, so B's first connection (and
+    // with it the first lookup) does not race the promotion.
+    while master_port() != Some(p2) || !redis_cli(&cli, p2, &["ROLE"]).starts_with("master") {
+        assert!(Instant::now() < deadline, "sentinel did not fail over");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (b, b_err) = replay(&b_cfg, &attacker);
+    assert!(
+        !of(&b, "session_fingerprint_change").is_empty(),
+        "B after the failover: {b:#?}\n{b_err}"
+    );
+    assert_cross_node(&b);
+    assert!(b_err.contains("connected to Redis"), "{b_err}");
 }
 
 #[test]

@@ -48,6 +48,17 @@ pub struct ClusterConfig {
     /// output. Overrides a password in the URL. Must not be world-readable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that sign the Redis servers'
+    /// certificates (`rediss://` only), trusted instead of the system store:
+    /// the usual set-up for an in-cluster Redis with a private CA. Without
+    /// it the system store is used (`SSL_CERT_FILE` / `SSL_CERT_DIR` are
+    /// honoured).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to Redis (`rediss://` only), for
+    /// servers with `tls-auth-clients yes`. Needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`. Must not be world-readable.
+    pub tls_key_file: Option<PathBuf>,
     /// Standalone, Cluster or Sentinel.
     pub mode: RedisMode,
     /// Sentinel: name of the monitored primary.
@@ -130,6 +141,22 @@ impl ClusterConfig {
                 return Err(("cluster.redis_url", format!("{}: {e}", redact_url(u))));
             }
         }
+        let tls_files = self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_key_file.is_some();
+        if tls_files && !urls.iter().all(|u| u.starts_with("rediss://")) {
+            return Err((
+                "cluster.tls_ca_file",
+                "TLS files need rediss:// URLs (every seed or sentinel)".into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err((
+                "cluster.tls_cert_file",
+                "tls_cert_file and tls_key_file go together (client certificate and its key)"
+                    .into(),
+            ));
+        }
         if self.key_prefix.is_empty() || self.key_prefix.len() > 64 {
             return Err(("cluster.key_prefix", "1 to 64 characters".into()));
         }
@@ -182,6 +209,26 @@ pub fn read_password(path: &std::path::Path) -> Result<String, String> {
     Ok(pw.to_owned())
 }
 
+/// Reads a PEM file of `[cluster]` (`key` names it in errors): it must
+/// hold at least one PEM block; a private key (`secret`) is refused when
+/// world-readable, like the password file.
+pub fn read_pem(key: &str, path: &std::path::Path, secret: bool) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    if secret && meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!(
+            "{key} {}: world-readable; chmod o-r (mode {:o})",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(format!("{key} {}: no PEM block", path.display()));
+    }
+    Ok(pem)
+}
+
 /// A Redis URL with any password replaced (for logs and errors).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -202,6 +249,9 @@ impl Default for ClusterConfig {
             enabled: false,
             redis_url: Self::DEFAULT_URL.into(),
             password_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             mode: RedisMode::Standalone,
             sentinel_master: Self::DEFAULT_SENTINEL_MASTER.into(),
             key_prefix: Self::DEFAULT_PREFIX.into(),
@@ -256,6 +306,50 @@ mod tests {
         let mut off = on("", RedisMode::Standalone);
         off.enabled = false;
         assert!(off.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_files_need_rediss_and_come_in_pairs() {
+        let mut c = on("redis://r:6379", RedisMode::Standalone);
+        c.tls_ca_file = Some("/ca.pem".into());
+        assert_eq!(c.validate().unwrap_err().0, "cluster.tls_ca_file");
+        c.redis_url = "rediss://r:6380".into();
+        assert!(c.validate().is_ok());
+        c.tls_cert_file = Some("/client.pem".into());
+        assert_eq!(c.validate().unwrap_err().0, "cluster.tls_cert_file");
+        c.tls_key_file = Some("/client.key".into());
+        assert!(c.validate().is_ok());
+        // One plain sentinel among TLS ones: the files could not apply.
+        let mut s = on("rediss://s1:26379,redis://s2:26379", RedisMode::Sentinel);
+        s.tls_ca_file = Some("/ca.pem".into());
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn pem_files_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("client.key");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_pem("cluster.tls_key_file", &key, true).unwrap_err();
+        assert!(e.contains("world-readable"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_pem("cluster.tls_key_file", &key, true).is_ok());
+        // A CA bundle may be world-readable; it must be PEM.
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = read_pem("cluster.tls_ca_file", &ca, false).unwrap_err();
+        assert!(
+            e.contains("no PEM block") && e.contains("cluster.tls_ca_file"),
+            "{e}"
+        );
+        let e = read_pem("cluster.tls_ca_file", &dir.path().join("missing"), false).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]

@@ -222,6 +222,8 @@ pub fn start(
         ),
         None => None,
     };
+    let tls = worker::tls_certificates(cfg)
+        .map_err(|(key, reason)| ClusterError::Invalid { key, reason })?;
     let metrics = ClusterMetrics::register(registry)?;
     let (wtx, wrx) = mpsc::channel(cfg.queue_size);
     let (ftx, frx) = mpsc::channel(FETCH_QUEUE);
@@ -231,6 +233,7 @@ pub fn start(
     let worker = Worker {
         cfg: cfg.clone(),
         password,
+        tls,
         node,
         ttl_secs: i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
         metrics: metrics.clone(),

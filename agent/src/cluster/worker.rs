@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::ClusterMetrics;
 use super::codec::{self, Write};
-use super::config::{ClusterConfig, RedisMode, redact_url};
+use super::config::{self, ClusterConfig, RedisMode, redact_url};
 
 /// Most changes written per batch.
 const WRITE_BATCH: usize = 512;
@@ -58,6 +58,9 @@ pub(crate) struct Worker {
     pub cfg: ClusterConfig,
     /// From `password_file` (never logged).
     pub password: Option<String>,
+    /// From the `tls_*_file` settings, read at start (never logged: the
+    /// type's `Debug` redacts them).
+    pub tls: Option<redis::TlsCertificates>,
     pub node: String,
     pub ttl_secs: i64,
     pub metrics: ClusterMetrics,
@@ -123,7 +126,41 @@ fn timeout_error() -> RedisError {
     ))
 }
 
-async fn connect(cfg: &ClusterConfig, password: Option<&str>) -> RedisResult<Conn> {
+/// The CA and client certificate of `[cluster]` (`None` when no file is
+/// set: the system store, no client certificate). Read once at start so a
+/// bad file is a start-up error (`Err(key, reason)`), not a reconnect loop.
+pub(crate) fn tls_certificates(
+    cfg: &ClusterConfig,
+) -> Result<Option<redis::TlsCertificates>, (&'static str, String)> {
+    let root_cert = match &cfg.tls_ca_file {
+        Some(p) => Some(
+            config::read_pem("cluster.tls_ca_file", p, false)
+                .map_err(|e| ("cluster.tls_ca_file", e))?,
+        ),
+        None => None,
+    };
+    let client_tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: config::read_pem("cluster.tls_cert_file", cert, false)
+                .map_err(|e| ("cluster.tls_cert_file", e))?,
+            client_key: config::read_pem("cluster.tls_key_file", key, true)
+                .map_err(|e| ("cluster.tls_key_file", e))?,
+        }),
+        _ => None,
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
+
+async fn connect(
+    cfg: &ClusterConfig,
+    password: Option<&str>,
+    tls: Option<&redis::TlsCertificates>,
+) -> RedisResult<Conn> {
     let mut urls = Vec::new();
     for u in cfg.urls() {
         let info = u.as_str().into_connection_info()?;
@@ -147,7 +184,10 @@ async fn connect(cfg: &ClusterConfig, password: Option<&str>) -> RedisResult<Con
             let Some(info) = urls.into_iter().next() else {
                 return Err(no_url());
             };
-            let client = redis::Client::open(info)?;
+            let client = match tls {
+                Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+                None => redis::Client::open(info)?,
+            };
             Ok(Conn::Single(
                 client
                     .get_multiplexed_async_connection_with_config(&conf)
@@ -155,29 +195,52 @@ async fn connect(cfg: &ClusterConfig, password: Option<&str>) -> RedisResult<Con
             ))
         }
         RedisMode::Cluster => {
-            let client = redis::cluster::ClusterClientBuilder::new(urls)
+            let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
                 .connection_timeout(cfg.connect_timeout)
-                .response_timeout(cfg.command_timeout)
-                .build()?;
-            Ok(Conn::Cluster(client.get_async_connection().await?))
+                .response_timeout(cfg.command_timeout);
+            if let Some(certs) = tls {
+                builder = builder.certs(certs.clone());
+            }
+            Ok(Conn::Cluster(
+                builder.build()?.get_async_connection().await?,
+            ))
         }
         RedisMode::Sentinel => {
-            // The primary is reached with the sentinels' credentials and
-            // database, and over TLS when the sentinels are.
-            let Some(info) = urls.first() else {
+            // The sentinels are asked for the primary of `sentinel_master`
+            // on every (re)connect, so a failover is followed. The primary
+            // is reached with the first URL's credentials and database, and
+            // over TLS (with the same certificates) when the sentinels are.
+            let Some(first) = urls.first() else {
                 return Err(no_url());
             };
-            let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(info.redis_settings().clone());
-            if scheme_tls {
-                node = node.set_tls_mode(redis::TlsMode::Secure);
-            }
-            let mut client = redis::sentinel::SentinelClient::build(
-                urls,
+            let settings = first.redis_settings().clone();
+            let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                urls.iter().map(|i| i.addr().clone()),
                 cfg.sentinel_master.as_str(),
-                Some(node),
                 redis::sentinel::SentinelServerType::Master,
-            )?;
+            )?
+            .set_client_to_redis_db(settings.db());
+            if let Some(user) = settings.username() {
+                builder = builder
+                    .set_client_to_redis_username(user)
+                    .set_client_to_sentinel_username(user);
+            }
+            if let Some(pw) = settings.password() {
+                builder = builder
+                    .set_client_to_redis_password(pw)
+                    .set_client_to_sentinel_password(pw);
+            }
+            if scheme_tls {
+                builder = builder
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                if let Some(certs) = tls {
+                    builder = builder
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs.clone());
+                }
+            }
+            let mut client = builder.build()?;
             Ok(Conn::Single(
                 client.get_async_connection_with_config(&conf).await?,
             ))
@@ -192,7 +255,7 @@ impl Worker {
         loop {
             let attempt = tokio::time::timeout(
                 self.cfg.connect_timeout * 2,
-                connect(&self.cfg, self.password.as_deref()),
+                connect(&self.cfg, self.password.as_deref(), self.tls.as_ref()),
             );
             let conn = match attempt.await {
                 Ok(Ok(c)) => c,
