@@ -222,9 +222,9 @@ impl Analyzer {
 
     fn classify_routes(&self, method: &str, path: &str) -> RouteFlags {
         let r = &self.settings.routes;
-        let login = r.login.matches(method, path);
-        let logout = r.logout.matches(method, path);
-        let page = r.login.matches_path(path) || r.logout.matches_path(path);
+        let (login, login_page) = r.login.matches_both(method, path);
+        let (logout, logout_page) = r.logout.matches_both(method, path);
+        let page = login_page || logout_page;
         RouteFlags {
             login,
             logout,

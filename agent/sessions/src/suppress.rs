@@ -55,6 +55,14 @@ impl ScopeKey {
     }
 }
 
+/// The suppressor's hasher: every detector asks [`Suppressor::is_suppressed`]
+/// before it builds a finding, so the lookup runs several times per
+/// exchange. foldhash with a per-process random seed is several times
+/// cheaper than SipHash on these 12-byte keys; the seed keeps keys an
+/// attacker influences (client addresses, cookie indexes) from being aimed
+/// at one bucket, and the generation cap bounds the table regardless.
+type SeededHash = foldhash::fast::RandomState;
+
 /// Default cap of entries per generation.
 pub const DEFAULT_CAPACITY: usize = 262_144;
 
@@ -62,8 +70,8 @@ pub const DEFAULT_CAPACITY: usize = 262_144;
 #[derive(Debug)]
 pub struct Suppressor {
     window: Duration,
-    current: HashMap<ScopeKey, Timestamp>,
-    previous: HashMap<ScopeKey, Timestamp>,
+    current: HashMap<ScopeKey, Timestamp, SeededHash>,
+    previous: HashMap<ScopeKey, Timestamp, SeededHash>,
     generation_start: Timestamp,
     capacity: usize,
     /// Generations turned over early because of the cap.
@@ -76,8 +84,8 @@ impl Suppressor {
     pub fn new(window: Duration, capacity: usize) -> Suppressor {
         Suppressor {
             window,
-            current: HashMap::new(),
-            previous: HashMap::new(),
+            current: HashMap::default(),
+            previous: HashMap::default(),
             generation_start: Timestamp(0),
             capacity: capacity.max(1),
             early_turnovers: 0,

@@ -29,24 +29,30 @@ impl UrlLocation {
 /// targets (`http://host/path`) yield their path; `*` and authority-form
 /// yield themselves.
 pub fn path_of(target: &str) -> &str {
-    let t = match target.find("://") {
-        Some(i) if !target[..i].contains('/') => {
-            let rest = &target[i + 3..];
-            match rest.find('/') {
-                Some(j) => &rest[j..],
-                None => "/",
+    // Origin-form (`/path?q`, nearly every request) has no authority to
+    // skip: a `://` later on (`/r?u=http://x`) is preceded by a `/`.
+    let t = if target.starts_with('/') {
+        target
+    } else {
+        match target.find("://") {
+            Some(i) if !target[..i].contains('/') => {
+                let rest = &target[i + 3..];
+                match rest.find('/') {
+                    Some(j) => &rest[j..],
+                    None => "/",
+                }
             }
+            _ => target,
         }
-        _ => target,
     };
-    let end = t.find(['?', '#']).unwrap_or(t.len());
+    let end = memchr::memchr2(b'?', b'#', t.as_bytes()).unwrap_or(t.len());
     &t[..end]
 }
 
 /// The query string of a request target (after `?`, before `#`), if any.
 pub fn query_of(target: &str) -> Option<&str> {
-    let q = &target[target.find('?')? + 1..];
-    Some(&q[..q.find('#').unwrap_or(q.len())])
+    let q = &target[memchr::memchr(b'?', target.as_bytes())? + 1..];
+    Some(&q[..memchr::memchr(b'#', q.as_bytes()).unwrap_or(q.len())])
 }
 
 /// Path with its `;params` removed from every segment, as servlet containers
@@ -75,7 +81,13 @@ pub fn for_each_param<'a>(
 ) {
     let mut n = 0;
     let path = path_of(target);
-    for seg in path.split('/') {
+    // Path parameters need a `;`; most paths have none.
+    let segments = memchr::memchr(b';', path.as_bytes())
+        .is_some()
+        .then(|| path.split('/'))
+        .into_iter()
+        .flatten();
+    for seg in segments {
         for param in seg.split(';').skip(1) {
             if n >= max {
                 return;

@@ -20,7 +20,7 @@ impl Detector for CookieMissingHttponly {
             out,
             "HttpOnly",
             |i| !i.cookie_attrs.http_only,
-            Map::new(),
+            Map::new,
         );
     }
 }

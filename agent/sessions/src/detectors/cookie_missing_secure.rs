@@ -14,15 +14,18 @@ impl Detector for CookieMissingSecure {
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
-        let mut extra = Map::new();
-        extra.insert("set_over_tls".into(), Value::from(v.client.tls));
+        let tls = v.client.tls;
         report_missing_flag(
             self.id(),
             v,
             out,
             "Secure",
             |i| !i.cookie_attrs.secure,
-            extra,
+            || {
+                let mut extra = Map::new();
+                extra.insert("set_over_tls".into(), Value::from(tls));
+                extra
+            },
         );
     }
 }

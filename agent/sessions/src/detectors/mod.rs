@@ -394,14 +394,16 @@ pub(crate) fn report_missing_flag(
     out: &mut Hits<'_>,
     attribute: &'static str,
     lacks: impl Fn(&Issued<'_>) -> bool,
-    mut extra: Map<String, Value>,
+    extra: impl Fn() -> Map<String, Value>,
 ) {
-    extra.insert("attribute".into(), Value::from(attribute));
     for i in v.issued.iter().filter(|i| i.is_live() && lacks(i)) {
         let scope = Scope::Cookie(i.cookie);
         if !out.wants(id, scope) {
             continue;
         }
+        // Evidence only for a reported hit: this runs on every exchange.
+        let mut evidence = extra();
+        evidence.insert("attribute".into(), Value::from(attribute));
         out.push(Hit {
             detector: id,
             severity: Severity::Medium,
@@ -412,7 +414,7 @@ pub(crate) fn report_missing_flag(
                 "session cookie {} set without the {attribute} attribute",
                 i.name
             ),
-            evidence: extra.clone(),
+            evidence,
         });
     }
 }
