@@ -1,7 +1,10 @@
 //! Replay throughput of the stream and HTTP/1 stages on a generated capture.
 //!
 //! `cargo run --release -p sessionwatch-http --example replay_throughput -- [EXCHANGES] [FILE]`
-//! or `... -- --replay FILE` to replay an existing capture only.
+//! or `... -- --replay FILE` to replay an existing capture only, or
+//! `... -- --replay-streams FILE` to stop after TCP reassembly (the stream
+//! events are counted, no HTTP parsing): the floors under `sessionwatch
+//! replay` that `cargo xtask bench replay` reports.
 //!
 //! Writes a pcap with EXCHANGES request/response pairs (keep-alive
 //! connections of 50 exchanges, browser-sized heads with cookies, small
@@ -16,11 +19,11 @@ use std::time::Instant;
 
 use sessionwatch_http::h1::{H1Stage, Limits};
 use sessionwatch_http::{Exchange, ExchangeSink};
-use sessionwatch_streams::Timestamp;
 use sessionwatch_streams::decode::LINKTYPE_ETHERNET;
 use sessionwatch_streams::reassembly::ReassemblyConfig;
 use sessionwatch_streams::replay::replay;
 use sessionwatch_streams::synth::{Conversation, PcapWriter, ethernet};
+use sessionwatch_streams::{StreamEvent, StreamSink, Timestamp};
 
 #[derive(Default)]
 struct Count {
@@ -40,6 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.peek().is_some_and(|a| a == "--replay") {
         let path = args.nth(1).map(PathBuf::from).ok_or("--replay FILE")?;
         return run_replay(&path);
+    }
+    if args.peek().is_some_and(|a| a == "--replay-streams") {
+        let path = args
+            .nth(1)
+            .map(PathBuf::from)
+            .ok_or("--replay-streams FILE")?;
+        return run_streams(&path);
     }
     let total: u64 = args
         .next()
@@ -111,6 +121,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     run_replay(&path)
+}
+
+/// Counts stream events: pcap reading and TCP reassembly only.
+#[derive(Default)]
+struct Events {
+    data: u64,
+    bytes: u64,
+}
+
+impl StreamSink for Events {
+    fn on_event(&mut self, event: StreamEvent<'_>) {
+        if let StreamEvent::Data { bytes, .. } = event {
+            self.data += 1;
+            self.bytes += bytes.len() as u64;
+        }
+    }
+}
+
+fn run_streams(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let t1 = Instant::now();
+    let mut sink = Events::default();
+    let stats = replay(path, &ReassemblyConfig::default(), &mut sink)?;
+    let dt = t1.elapsed();
+    println!(
+        "reassembled {} data events ({} bytes) from {} packets in {:.3}s",
+        sink.data,
+        sink.bytes,
+        stats.reassembly.packets,
+        dt.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn run_replay(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
