@@ -332,7 +332,23 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let (pipeline, metrics, push_task) = (built.pipeline, built.metrics, built.push_task);
+    let (mut pipeline, metrics, push_task) = (built.pipeline, built.metrics, built.push_task);
+    // `[kubernetes]`: the pod sync runs on its own thread from here on;
+    // an unreachable API server is retried there, never fatal.
+    let _pod_sync = if config.kubernetes.enabled {
+        match crate::capture::kubernetes::PodSync::start(
+            &config.kubernetes,
+            &config.kubernetes_node(),
+        ) {
+            Ok(s) => {
+                pipeline.set_pods(s.cache());
+                Some(s)
+            }
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
     // The web config is checked before anything is attached: a bad
     // certificate or hash stops the agent at once.
     let web = match opts
@@ -443,7 +459,32 @@ pub fn targets(config: Option<&Path>) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let report = crate::capture::targets::discover(&config.capture);
+    // `[kubernetes]`: one list of this node's pods (waited for at most the
+    // request timeout) to name the pods of containerised targets.
+    let pods = if config.kubernetes.enabled {
+        match crate::capture::kubernetes::PodSync::start(
+            &config.kubernetes,
+            &config.kubernetes_node(),
+        ) {
+            Ok(s) => {
+                if !s.wait_synced(config.kubernetes.request_timeout) {
+                    eprintln!(
+                        "sessionwatch: kubernetes: no pod list within {:?}; pods unknown",
+                        config.kubernetes.request_timeout
+                    );
+                }
+                Some(s)
+            }
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    let mut report = crate::capture::targets::discover(&config.capture);
+    if let Some(s) = pods {
+        report.annotate_pods(&s.cache());
+        s.shutdown();
+    }
     print!("{report}");
     EXIT_OK
 }

@@ -195,6 +195,119 @@ pub struct Config {
     pub agent: AgentConfig,
     /// `[cluster]`: cross-node correlation through Redis.
     pub cluster: crate::cluster::ClusterConfig,
+    /// `[kubernetes]`: pod name, namespace and app label for containerised
+    /// processes (cargo feature `kubernetes`).
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[kubernetes]`: enrich containerised processes with their pod from the
+/// API server's pod list for this node. Needs the cargo feature
+/// `kubernetes` (the container image has it) and RBAC `get`/`list`/`watch`
+/// on pods (deploy/kubernetes/components/kubernetes-enrichment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Look pods up. Off by default: the agent then never talks to the API
+    /// server and needs no RBAC.
+    pub enabled: bool,
+    /// API server URL (`https://host:port`). Unset: in-cluster, from
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
+    /// Bearer token file, re-read at every relist (the kubelet rotates
+    /// projected service-account tokens; surrounding whitespace is
+    /// ignored).
+    pub token_file: PathBuf,
+    /// CA bundle the API server's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Node whose pods are listed (`spec.nodeName`). Unset: the agent's
+    /// node name (`[agent] node_name`, else `$NODE_NAME`, which the
+    /// DaemonSet sets from `spec.nodeName`, else the host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Full relist period; between relists a watch keeps the cache current.
+    #[serde(with = "sessionwatch_sessions::config::human_duration")]
+    pub resync_interval: Duration,
+    /// Timeout of one list request (connect included).
+    #[serde(with = "sessionwatch_sessions::config::human_duration")]
+    pub request_timeout: Duration,
+    /// Pods cached at most; pods beyond it are not indexed and counted
+    /// (a node runs at most `maxPods`, 110 by default).
+    pub max_pods: usize,
+}
+
+impl KubernetesConfig {
+    /// Service-account token mounted into every pod that automounts one.
+    pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    /// The cluster CA mounted next to the token.
+    pub const DEFAULT_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+    /// Default full relist period.
+    pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+    /// Default list timeout.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default pod bound.
+    pub const DEFAULT_MAX_PODS: usize = 1024;
+
+    /// Whether this binary can do enrichment at all.
+    pub const fn compiled_in() -> bool {
+        cfg!(feature = "kubernetes")
+    }
+
+    /// Checks the values; `Err((key, reason))`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if !Self::compiled_in() {
+            return Err((
+                "kubernetes.enabled",
+                "this binary was built without the `kubernetes` cargo feature; rebuild with \
+                 `cargo build --release --features kubernetes` (the container image has it) \
+                 or set enabled = false"
+                    .into(),
+            ));
+        }
+        if let Some(url) = &self.api_server {
+            let ok = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                return Err((
+                    "kubernetes.api_server",
+                    format!("{url:?}: expected https://host[:port]"),
+                ));
+            }
+        }
+        if self.resync_interval < Duration::from_secs(1) {
+            return Err(("kubernetes.resync_interval", "must be at least 1s".into()));
+        }
+        if self.request_timeout.is_zero() {
+            return Err((
+                "kubernetes.request_timeout",
+                "must be longer than zero".into(),
+            ));
+        }
+        if self.max_pods == 0 {
+            return Err(("kubernetes.max_pods", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: false,
+            api_server: None,
+            token_file: Self::DEFAULT_TOKEN_FILE.into(),
+            ca_file: Self::DEFAULT_CA_FILE.into(),
+            node_name: None,
+            resync_interval: Self::DEFAULT_RESYNC_INTERVAL,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            max_pods: Self::DEFAULT_MAX_PODS,
+        }
+    }
 }
 
 impl Config {
@@ -296,6 +409,9 @@ impl Config {
                     .into(),
             ));
         }
+        if let Err((key, reason)) = self.kubernetes.validate() {
+            return Err(invalid(key, reason));
+        }
         // Route globs, CIDRs and detector ids are checked by the analysis
         // stage itself when it is built (`Analyzer::new`), with key names.
         Ok(())
@@ -321,6 +437,15 @@ impl Config {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// The node whose pods `[kubernetes]` lists: `kubernetes.node_name`,
+    /// else [`Config::node_name`].
+    pub fn kubernetes_node(&self) -> String {
+        match self.kubernetes.node_name.as_ref().filter(|n| !n.is_empty()) {
+            Some(n) => n.clone(),
+            None => self.node_name(),
+        }
     }
 
     /// The analysis stages' view of this config.
@@ -375,6 +500,40 @@ mod tests {
             PolicyConfig::DEFAULT_ABSOLUTE_TIMEOUT
         );
         assert_eq!(c.sessions, SessionsConfig::default());
+    }
+
+    #[test]
+    fn kubernetes_enabled_needs_the_feature() {
+        let text = "[kubernetes]\nenabled = true\napi_server = \"https://10.0.0.1:6443\"\n";
+        let r = Config::parse(text, Path::new("k.toml"));
+        if KubernetesConfig::compiled_in() {
+            let c = r.expect("valid with the feature");
+            assert!(c.kubernetes.enabled);
+        } else {
+            let msg = r.expect_err("must not be silently ignored").to_string();
+            assert!(msg.contains("kubernetes.enabled"), "{msg}");
+            assert!(msg.contains("`kubernetes` cargo feature"), "{msg}");
+        }
+        // Off: accepted either way, whatever else is set.
+        Config::parse("[kubernetes]\nenabled = false\n", Path::new("k.toml")).expect("off");
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn kubernetes_values_are_checked() {
+        for (text, key) in [
+            ("api_server = \"10.0.0.1:6443\"", "kubernetes.api_server"),
+            ("resync_interval = \"0s\"", "kubernetes.resync_interval"),
+            ("max_pods = 0", "kubernetes.max_pods"),
+        ] {
+            let msg = Config::parse(
+                &format!("[kubernetes]\nenabled = true\n{text}\n"),
+                Path::new("k.toml"),
+            )
+            .expect_err(text)
+            .to_string();
+            assert!(msg.contains(key), "{msg}");
+        }
     }
 
     #[test]

@@ -50,10 +50,17 @@ pub struct AnalysisStage {
     findings: FindingFanout,
     /// Learned session cookie names already logged.
     learned_logged: usize,
+    /// Pod cache (`[kubernetes]`), when enrichment is on.
+    pods: Option<crate::capture::kubernetes::PodCache>,
 }
 
 impl ExchangeSink for AnalysisStage {
-    fn on_exchange(&mut self, exchange: Exchange) {
+    fn on_exchange(&mut self, mut exchange: Exchange) {
+        // Connections opened before the pod cache knew their container
+        // get the pod as soon as it does.
+        if let Some(pods) = &self.pods {
+            pods.enrich_exchange(&mut exchange);
+        }
         self.analyzer.on_exchange(&exchange, &mut self.findings);
         // A name learned by this exchange (rare): say so once.
         while let Some((service, l)) = self.analyzer.learned_cookies().nth(self.learned_logged) {
@@ -133,6 +140,7 @@ impl Pipeline {
                     analyzer,
                     findings,
                     learned_logged: 0,
+                    pods: None,
                 },
                 Limits::default(),
             ),
@@ -189,8 +197,18 @@ impl Pipeline {
         &self.http.sink().analyzer
     }
 
+    /// Enriches live connections with their Kubernetes pod
+    /// (`[kubernetes]`): pod name and namespace in findings, the pod's
+    /// `app.kubernetes.io/name` label as service.
+    pub fn set_pods(&mut self, pods: crate::capture::kubernetes::PodCache) {
+        self.http.sink_mut().pods = Some(pods);
+    }
+
     /// Copies the stage counters into the metrics.
     pub fn sync_metrics(&self, m: &mut Metrics) {
+        if let Some(pods) = &self.http.sink().pods {
+            m.sync_kubernetes(&pods.stats());
+        }
         let stats = self.http.sink().analyzer.stats();
         for (service, protocol, tls, n) in stats.exchanges() {
             let tls = if tls { "true" } else { "false" };
@@ -384,6 +402,14 @@ fn analysis_tables_full(
 
 impl StreamSink for Pipeline {
     fn on_event(&mut self, event: StreamEvent<'_>) {
+        // `[kubernetes]`: the pod goes into the connection's metadata once,
+        // at open, so its exchanges share it.
+        if let (StreamEvent::Open(meta), Some(pods)) = (&event, &self.http.sink().pods)
+            && let Some(enriched) = pods.enrich_meta(meta)
+        {
+            self.http.on_event(StreamEvent::Open(&enriched));
+            return;
+        }
         self.http.on_event(event);
     }
 }

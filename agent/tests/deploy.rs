@@ -325,7 +325,12 @@ impl Rendered {
 /// Renders and validates `dir` once per test binary.
 fn rendered(dir: &'static str) -> Option<&'static Rendered> {
     static CACHE: OnceLock<Vec<Option<Rendered>>> = OnceLock::new();
-    const DIRS: [&str; 3] = ["base", "overlays/example", "overlays/privileged"];
+    const DIRS: [&str; 4] = [
+        "base",
+        "overlays/example",
+        "overlays/privileged",
+        "overlays/kubernetes",
+    ];
     let all = CACHE.get_or_init(|| {
         let Some(py) = validator_python() else {
             return DIRS.iter().map(|_| None).collect();
@@ -684,6 +689,108 @@ fn privileged_overlay_is_a_valid_fallback() {
     assert_eq!(sc["allowPrivilegeEscalation"], true);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(r.daemonset()["spec"]["template"]["spec"]["hostPID"], true);
+}
+
+/// RBAC kinds: only the enrichment component may bring any.
+const RBAC_KINDS: [&str; 4] = ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"];
+
+#[test]
+fn base_has_no_api_access() {
+    let Some(r) = rendered("base") else {
+        return;
+    };
+    for kind in RBAC_KINDS {
+        assert!(r.all(kind).is_empty(), "base: no {kind} (least privilege)");
+    }
+    assert_eq!(
+        r.daemonset()["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false,
+        "base: no service-account token in the pod"
+    );
+}
+
+/// `[kubernetes] enabled = true` passes check-config with the feature and
+/// is exit 2, naming the feature, without it (never silently ignored).
+fn check_kubernetes_config(name: &str, toml: &str) {
+    if cfg!(feature = "kubernetes") {
+        let effective = check_config(name, toml);
+        assert!(
+            effective.contains("[kubernetes]\nenabled = true"),
+            "{effective}"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "sessionwatch-deploy-{}-{name}-nofeature",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sessionwatch.toml");
+    // Only the [kubernetes] part: the rest is checked by check_config.
+    let start = toml.find("[kubernetes]").expect("a [kubernetes] section");
+    std::fs::write(&file, &toml[start..]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+    assert!(
+        stderr.contains("kubernetes.enabled") && stderr.contains("`kubernetes` cargo feature"),
+        "{name}: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kubernetes_overlay_grants_read_only_pod_access() {
+    let toml =
+        std::fs::read_to_string(kube().join("overlays/kubernetes/sessionwatch.toml")).unwrap();
+    check_kubernetes_config("kubernetes", &toml);
+    let Some(r) = rendered("overlays/kubernetes") else {
+        return;
+    };
+    let role = r.one("ClusterRole", "sessionwatch");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
+        "pods, read only, nothing else"
+    );
+    assert!(r.all("Role").is_empty() && r.all("RoleBinding").is_empty());
+    let binding = r.one("ClusterRoleBinding", "sessionwatch");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let ds = r.daemonset();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                            "namespace": ds["metadata"]["namespace"]}]),
+        "bound to the DaemonSet's own service account"
+    );
+    assert_eq!(
+        pod["automountServiceAccountToken"], true,
+        "the token the agent authenticates with"
+    );
+    // The NODE_NAME the agent lists its node's pods by.
+    let env = &r.container()["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "NODE_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "{env}"
+    );
+    let cm = r.one("ConfigMap", "sessionwatch-config");
+    let rendered_toml = cm["data"]["sessionwatch.toml"].as_str().unwrap();
+    assert_eq!(rendered_toml, toml);
+    let base = std::fs::read_to_string(kube().join("base/sessionwatch.toml")).unwrap();
+    assert!(
+        toml.starts_with(&base),
+        "the overlay's config is the base's plus [kubernetes]"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -614,7 +614,17 @@ fn build() -> Result<()> {
     run_cmd(
         Command::new(cargo())
             .current_dir(root())
-            .args(["build", "--release", "-p", "sessionwatch"])
+            // The shipped build (README, deploy/Dockerfile) includes the
+            // optional Kubernetes enrichment; `[kubernetes] enabled` stays
+            // off by default.
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "sessionwatch",
+                "--features",
+                "kubernetes",
+            ])
             .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true)),
         "building the agent (release)",
     )
@@ -811,6 +821,35 @@ fn test(args: &[OsString]) -> Result<()> {
                         .args(&args)
                         .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true)),
                     "running the workspace tests",
+                )
+            }),
+        },
+        Step {
+            // The workspace run builds without optional features; the
+            // `kubernetes` feature's code and its fake-API-server, pipeline,
+            // live end-to-end and manifest tests (check-config of the
+            // enrichment overlay needs the feature) run here.
+            name: "cargo test -p sessionwatch --features kubernetes",
+            run: Box::new(|| {
+                run_cmd(
+                    Command::new(cargo())
+                        .current_dir(root())
+                        .args([
+                            "test",
+                            "-p",
+                            "sessionwatch",
+                            "--features",
+                            "kubernetes",
+                            "--lib",
+                            "--test",
+                            "kubernetes",
+                            "--test",
+                            "kubernetes_e2e",
+                            "--test",
+                            "deploy",
+                        ])
+                        .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true)),
+                    "running the kubernetes feature's tests",
                 )
             }),
         },

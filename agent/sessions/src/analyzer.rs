@@ -631,12 +631,15 @@ impl Analyzer {
             cwe: hit.detector.cwe().to_owned(),
             message: hit.message,
             evidence: hit.evidence,
-            container: ex
-                .conn
-                .process
-                .as_ref()
-                .and_then(|p| p.container_id.clone())
-                .map(|id| FindingContainer { id }),
+            container: ex.conn.process.as_ref().and_then(|p| {
+                let id = p.container_id.clone()?;
+                let pod = p.pod.as_deref();
+                Some(FindingContainer {
+                    id,
+                    pod: pod.map(|k| k.name.clone()),
+                    namespace: pod.map(|k| k.namespace.clone()),
+                })
+            }),
         };
         out.on_finding(finding);
     }

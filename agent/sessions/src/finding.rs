@@ -95,6 +95,13 @@ pub struct FindingContainer {
     /// Container id (64 hex digits), from the process's cgroup path: the id
     /// `docker ps --no-trunc` and `crictl ps` show.
     pub id: String,
+    /// Kubernetes pod name, when `[kubernetes]` enrichment knows the
+    /// container (additive: absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Kubernetes namespace of that pod (absent with `pod`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// One finding. Field order and names are the stable JSON contract.
@@ -164,9 +171,28 @@ mod tests {
             "without a container the JSON is exactly the original contract"
         );
         let id = "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
-        f.container = Some(FindingContainer { id: id.into() });
-        let v: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&f).expect("serialises")).expect("json");
+        f.container = Some(FindingContainer {
+            id: id.into(),
+            pod: None,
+            namespace: None,
+        });
+        let text = serde_json::to_string(&f).expect("serialises");
+        assert!(
+            text.ends_with(&format!(r#""container":{{"id":"{id}"}}}}"#)),
+            "no pod keys without enrichment: {text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["container"]["id"], id);
+        f.container = Some(FindingContainer {
+            id: id.into(),
+            pod: Some("shop-7d4b9c-x2x8k".into()),
+            namespace: Some("prod".into()),
+        });
+        let text = serde_json::to_string(&f).expect("serialises");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["container"]["pod"], "shop-7d4b9c-x2x8k");
+        assert_eq!(v["container"]["namespace"], "prod");
+        let back: Finding = serde_json::from_str(&text).expect("round trip");
+        assert_eq!(back, f);
     }
 }

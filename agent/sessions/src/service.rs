@@ -1,6 +1,7 @@
 //! Which service an exchange belongs to: `[[services]]` by host (exact or
-//! `*.suffix`), else the name of the process that captured it, else
-//! `default`. Names are interned into a bounded table, so a hostile `Host`
+//! `*.suffix`), else the `app.kubernetes.io/name` label of the capturing
+//! process's pod (`[kubernetes]` enrichment), else the name of the process
+//! that captured it, else `default`. Names are interned into a bounded table, so a hostile `Host`
 //! header can never create a label value.
 
 use std::collections::HashMap;
@@ -95,13 +96,18 @@ impl ServiceResolver {
                 return *id;
             }
         }
-        match ex
-            .conn
-            .process
-            .as_ref()
-            .map(|p| p.comm.as_str())
-            .filter(|c| !c.is_empty())
+        let process = ex.conn.process.as_ref();
+        // The pod's app label names the workload (every replica, whatever
+        // its binary is called) better than `comm` does.
+        if let Some(app) = process
+            .and_then(|p| p.pod.as_deref())
+            .and_then(|k| k.app.as_deref())
+            .filter(|a| !a.is_empty())
         {
+            let app = &app[..crate::url::floor_char_boundary(app, 63)];
+            return self.intern(app);
+        }
+        match process.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()) {
             Some(comm) => {
                 // comm is at most 16 bytes in the kernel; bound it anyway.
                 let comm = &comm[..comm.len().min(crate::url::floor_char_boundary(comm, 32))];
@@ -141,5 +147,43 @@ mod tests {
         assert!(!host_matches("*.shop.example", "shop.example"));
         assert!(!host_matches("*.shop.example", "evilshop.example"));
         assert!(host_matches("shop.example", "SHOP.EXAMPLE"));
+    }
+
+    /// `[[services]]` by host, then the pod's app label, then `comm`.
+    #[test]
+    fn precedence_host_then_pod_label_then_comm() {
+        use std::sync::Arc;
+
+        use sessionwatch_streams::PodInfo;
+
+        use crate::detectors::testkit::Ex;
+
+        let with_pod = |host: &str, app: Option<&str>| {
+            let mut ex = Ex::get("/").host(host).comm("nginx").build();
+            let process = Arc::make_mut(&mut ex.conn)
+                .process
+                .as_mut()
+                .expect("process");
+            process.pod = Some(Arc::new(PodInfo {
+                name: "shop-7d4b9c-x2x8k".into(),
+                namespace: "prod".into(),
+                app: app.map(Into::into),
+            }));
+            ex
+        };
+        let mut r = ServiceResolver::new(&[ServiceConfig {
+            name: "storefront".into(),
+            hosts: vec!["shop.example".into()],
+        }]);
+        let id = r.resolve(&with_pod("shop.example", Some("shop")));
+        assert_eq!(r.name(id), "storefront", "a configured host wins");
+        let id = r.resolve(&with_pod("other.example", Some("shop")));
+        assert_eq!(r.name(id), "shop", "then the pod's app label");
+        let id = r.resolve(&with_pod("other.example", None));
+        assert_eq!(r.name(id), "nginx", "a pod without the label: comm");
+        let id = r.resolve(&with_pod("other.example", Some("")));
+        assert_eq!(r.name(id), "nginx", "an empty label is no name");
+        let id = r.resolve(&Ex::get("/").host("other.example").comm("nginx").build());
+        assert_eq!(r.name(id), "nginx", "no pod: comm");
     }
 }

@@ -97,7 +97,8 @@ const PREFIXES: [(&str, Option<Runtime>); 7] = [
     ("containerd-", Some(Runtime::Containerd)),
 ];
 
-fn is_id(s: &str) -> bool {
+/// Whether `s` is a container id: 64 lowercase hex digits.
+pub(crate) fn is_id(s: &str) -> bool {
     s.len() == ID_LEN
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

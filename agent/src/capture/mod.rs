@@ -23,6 +23,7 @@ mod config;
 pub mod container;
 mod error;
 mod floor;
+pub mod kubernetes;
 mod live;
 pub mod privileges;
 mod procfs;

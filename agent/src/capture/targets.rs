@@ -143,9 +143,24 @@ pub struct ScanReport {
     pub scanned: usize,
     /// Processes whose maps could not be read (kernel threads excluded).
     pub unreadable: usize,
+    /// Pods of the containerised targets, by pid (`[kubernetes]`
+    /// enrichment); `None` when enrichment is off, and the table has no
+    /// POD column.
+    pub pods: Option<std::collections::HashMap<u32, std::sync::Arc<super::kubernetes::PodInfo>>>,
 }
 
 impl ScanReport {
+    /// Looks up the pod of every containerised target (by container id,
+    /// else by the pod UID of its cgroup path).
+    pub fn annotate_pods(&mut self, cache: &super::kubernetes::PodCache) {
+        let pods = self
+            .targets
+            .iter()
+            .filter_map(|t| Some((t.pid, cache.lookup_container(t.container.as_ref()?)?)))
+            .collect();
+        self.pods = Some(pods);
+    }
+
     /// Targets that would be attached, one per file.
     pub fn attachable(&self) -> impl Iterator<Item = &TargetReport> {
         let mut seen = std::collections::HashSet::new();
@@ -159,11 +174,15 @@ impl ScanReport {
 impl fmt::Display for ScanReport {
     /// The `sessionwatch targets` table.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
-            "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<23}  {:<40}  STATUS",
-            "PID", "PROCESS", "KIND", "FLAVOR", "INODE", "CONTAINER", "PATH"
+            "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<23}  ",
+            "PID", "PROCESS", "KIND", "FLAVOR", "INODE", "CONTAINER"
         )?;
+        if self.pods.is_some() {
+            write!(f, "{:<40}  ", "POD (NAMESPACE/NAME)")?;
+        }
+        writeln!(f, "{:<40}  STATUS", "PATH")?;
         for t in &self.targets {
             let kind = match t.kind {
                 TargetKind::SharedLibrary => "library",
@@ -180,18 +199,24 @@ impl fmt::Display for ScanReport {
             if t.container.is_some() && t.kind == TargetKind::SharedLibrary {
                 path = format!("{path} (via {})", t.host_path.display());
             }
-            writeln!(
+            write!(
                 f,
-                "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<23}  {:<40}  {}",
+                "{:>7}  {:<15}  {:<8}  {:<11}  {:>10}  {:<23}  ",
                 t.pid,
                 t.comm,
                 kind,
                 t.flavor.map(TlsFlavor::label).unwrap_or("-"),
                 t.inode,
                 container,
-                path,
-                t.status
             )?;
+            if let Some(pods) = &self.pods {
+                let pod = match pods.get(&t.pid) {
+                    Some(p) => format!("{}/{}", p.namespace, p.name),
+                    None => "-".to_owned(),
+                };
+                write!(f, "{pod:<40}  ")?;
+            }
+            writeln!(f, "{:<40}  {}", path, t.status)?;
         }
         let files = self.attachable().count();
         write!(
@@ -508,6 +533,7 @@ mod tests {
             ],
             scanned: 40,
             unreadable: 0,
+            pods: None,
         };
         assert_eq!(
             r.attachable().count(),
@@ -533,6 +559,34 @@ mod tests {
             text.contains("40 processes scanned, 2 TLS files to hook"),
             "{text}"
         );
+        assert!(
+            !text.contains("POD"),
+            "no pod column without enrichment: {text}"
+        );
+        // With enrichment: the containerised target's pod by its cgroup's
+        // pod UID (the kubelet has not reported the container id yet).
+        let mut r = r;
+        let cache = crate::capture::kubernetes::PodCache::new(8);
+        cache.replace([crate::capture::kubernetes::PodRecord::new(
+            "8e3c1f0a-5b2d-4c6e-9f70-1a2b3c4d5e6f".into(),
+            "shop-7d4b9c-x2x8k".into(),
+            "prod".into(),
+            Some("shop".into()),
+            [],
+        )]);
+        r.annotate_pods(&cache);
+        let text = r.to_string();
+        assert!(text.contains("POD (NAMESPACE/NAME)"), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.contains("unknown:3f1c2b4a5d6e"))
+            .expect("row");
+        assert!(line.contains("prod/shop-7d4b9c-x2x8k"), "{line}");
+        let host = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("10 "))
+            .expect("row");
+        assert!(!host.contains("prod/"), "{host}");
     }
 
     #[test]

@@ -285,6 +285,9 @@ impl Tracker {
                 pid: hdr.pid,
                 comm,
                 container_id: env.container_id(hdr.pid),
+                // Filled in by the pipeline from the pod cache
+                // (`[kubernetes]`), off the capture thread.
+                pod: None,
             }),
         };
         self.insert(
@@ -383,6 +386,9 @@ impl Tracker {
                 pid: hdr.pid,
                 comm: env.comm(hdr.pid).unwrap_or_default(),
                 container_id: env.container_id(hdr.pid),
+                // Filled in by the pipeline from the pod cache
+                // (`[kubernetes]`), off the capture thread.
+                pod: None,
             }),
         };
         self.insert(

@@ -92,6 +92,17 @@ pub struct Metrics {
     /// `sessionwatch_alerts_dropped_total{sink,reason}`: findings an alert
     /// sink gave up on (`queue_full`, `rejected`, `shutdown`).
     pub alerts_dropped: IntCounterVec,
+    /// `sessionwatch_kubernetes_up`: 1 while the pod list is current
+    /// (`[kubernetes]` only; absent when enrichment is off).
+    pub kubernetes_up: IntGaugeVec,
+    /// `sessionwatch_kubernetes_pods`: pods of this node in the cache.
+    pub kubernetes_pods: IntGaugeVec,
+    /// `sessionwatch_kubernetes_sync_errors_total`: failed pod list/watch
+    /// requests.
+    pub kubernetes_sync_errors: IntCounterVec,
+    /// `sessionwatch_kubernetes_pods_skipped_total`: pods not cached
+    /// because `kubernetes.max_pods` was reached.
+    pub kubernetes_pods_skipped: IntCounterVec,
     /// Last cumulative value applied per (metric, labels), to turn snapshots
     /// of cumulative stage counters into increments.
     applied: HashMap<(&'static str, Vec<String>), u64>,
@@ -204,6 +215,35 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(session_cookies_learned.clone()))?;
+        // Label-less vectors: the series appear only once enrichment runs.
+        let kubernetes_up = IntGaugeVec::new(
+            Opts::new(
+                "kubernetes_up",
+                "1 while the Kubernetes pod list is current, 0 while the API server is unreachable.",
+            )
+            .namespace(NS),
+            &[],
+        )?;
+        registry.register(Box::new(kubernetes_up.clone()))?;
+        let kubernetes_pods = IntGaugeVec::new(
+            Opts::new(
+                "kubernetes_pods",
+                "Pods of this node in the enrichment cache.",
+            )
+            .namespace(NS),
+            &[],
+        )?;
+        registry.register(Box::new(kubernetes_pods.clone()))?;
+        let kubernetes_sync_errors = counter(
+            "kubernetes_sync_errors_total",
+            "Failed Kubernetes pod list or watch requests.",
+            &[],
+        )?;
+        let kubernetes_pods_skipped = counter(
+            "kubernetes_pods_skipped_total",
+            "Pods not cached because kubernetes.max_pods was reached.",
+            &[],
+        )?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -227,8 +267,26 @@ impl Metrics {
             session_cookies_compliant,
             alerts_sent,
             alerts_dropped,
+            kubernetes_up,
+            kubernetes_pods,
+            kubernetes_sync_errors,
+            kubernetes_pods_skipped,
             applied: HashMap::new(),
         })
+    }
+
+    /// Copies the pod cache's counters (`[kubernetes]`).
+    pub fn sync_kubernetes(&mut self, s: &crate::capture::kubernetes::PodCacheStats) {
+        self.kubernetes_up
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(s.up));
+        self.kubernetes_pods
+            .with_label_values(&[] as &[&str])
+            .set(i64::try_from(s.pods).unwrap_or(i64::MAX));
+        let c = self.kubernetes_sync_errors.clone();
+        self.apply_cumulative("kubernetes_sync_errors", &c, &[], s.sync_errors);
+        let c = self.kubernetes_pods_skipped.clone();
+        self.apply_cumulative("kubernetes_pods_skipped", &c, &[], s.pods_skipped);
     }
 
     /// Brings `counter{labels}` up to the cumulative value `total`.

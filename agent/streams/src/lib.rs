@@ -129,6 +129,22 @@ pub struct ProcessInfo {
     pub comm: String,
     /// Container id from `/proc/PID/cgroup`, when the process runs in one.
     pub container_id: Option<String>,
+    /// Kubernetes pod of that container, when `[kubernetes]` enrichment is
+    /// on and the agent's pod cache knows it. Shared with the cache (one
+    /// allocation per pod, not per connection).
+    pub pod: Option<std::sync::Arc<PodInfo>>,
+}
+
+/// A Kubernetes pod, as far as findings and service names need it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodInfo {
+    /// Pod name (`metadata.name`).
+    pub name: String,
+    /// Namespace (`metadata.namespace`).
+    pub namespace: String,
+    /// The pod's `app.kubernetes.io/name` label, used as the service name
+    /// when no `[[services]]` entry matches the request's host.
+    pub app: Option<String>,
 }
 
 /// What is known about a connection when it opens.

@@ -164,6 +164,7 @@ impl Ex {
                     pid: 100,
                     comm: c.clone(),
                     container_id: None,
+                    pod: None,
                 }),
             }),
             protocol: self.protocol,
