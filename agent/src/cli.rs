@@ -188,14 +188,18 @@ struct BuiltPipeline {
 
 /// Builds the finding sinks (JSON lines to `--alerts` or `[alerting] json`,
 /// metrics, Alertmanager push on `push_runtime` when configured) and the
-/// pipeline behind them.
+/// pipeline behind them. `live`: findings are flushed one by one as they
+/// happen; otherwise (replay) they are written in large buffered writes and
+/// flushed when the input ends.
 fn build_pipeline(
     config: &Config,
     alerts: Option<&str>,
     push_runtime: Option<&tokio::runtime::Handle>,
+    live: bool,
 ) -> Result<BuiltPipeline, String> {
-    let json =
-        JsonLinesSink::open(alerts.unwrap_or(&config.alerting.json)).map_err(|e| e.to_string())?;
+    let json = JsonLinesSink::open(alerts.unwrap_or(&config.alerting.json))
+        .map_err(|e| e.to_string())?
+        .flush_each(live);
     let metrics = Arc::new(Mutex::new(Metrics::new().map_err(|e| e.to_string())?));
     let (alertmanager, push_task) = match push_runtime {
         Some(rt) => match start_alertmanager(config, &metrics, rt)? {
@@ -241,6 +245,7 @@ pub fn replay(opts: ReplayOptions) -> u8 {
         &config,
         opts.alerts.as_deref(),
         push_runtime.as_ref().map(|r| r.handle()),
+        false,
     ) {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -328,6 +333,7 @@ async fn run_live_async(config: Config, opts: RunOptions) -> u8 {
         &config,
         opts.alerts.as_deref(),
         Some(&tokio::runtime::Handle::current()),
+        true,
     ) {
         Ok(b) => b,
         Err(e) => return fail(e),

@@ -190,6 +190,7 @@ impl Pipeline {
         self.reassembler.finish(&mut self.http);
         self.http.finish();
         self.http.sink_mut().analyzer.finish();
+        self.http.sink_mut().findings.json.flush();
     }
 
     /// The analysis stage (learned cookie names, counters).
