@@ -27,7 +27,9 @@ use aya_ebpf::{
     EbpfContext, Global,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{bpf_get_attach_cookie, bpf_get_smp_processor_id, bpf_probe_read_user},
+        generated::{
+            bpf_get_attach_cookie, bpf_get_smp_processor_id, bpf_jiffies64, bpf_probe_read_user,
+        },
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -77,8 +79,18 @@ const TCP_SYN_RECV: i32 = 3;
 const IPPROTO_TCP: u16 = 6;
 const EINPROGRESS: i64 = 115;
 const MSG_PEEK: u64 = 2;
-/// A nested SSL call starts right after its outer call's entry.
-const NESTED_WINDOW_NS: u64 = 1_000_000_000;
+/// Slots of `SSL_SLOTS` (power of two; 512 KiB).
+const SLOTS: u32 = 65536;
+const SLOT_MASK: u32 = SLOTS - 1;
+/// Slot value: threads with calls in flight collided here; the syscalls
+/// fall back to the `ACTIVE` lookup. Thread ids stay below 2^22 (`pid_max`
+/// limit), so no thread owns it.
+const SLOT_SHARED: u64 = u64::MAX;
+/// Low half of a slot whose call has not named its fd yet.
+const SLOT_NO_FD: u64 = 0xffff_ffff;
+/// A nested SSL call starts right after its outer call's entry: within
+/// 1000 ticks (1 s at `CONFIG_HZ=1000`, 10 s at 100) of it.
+const NESTED_WINDOW_JIFFIES: u64 = 1000;
 
 // ---------------------------------------------------------------------------
 // Maps.
@@ -96,6 +108,11 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 #[map]
 static SCRATCH: Array<[u8; SCRATCH_LEN]> = Array::with_max_entries(256, 0);
 
+/// Per CPU: record bytes written since the ring's backlog was last checked
+/// (see [`wakeup_flags`]).
+#[map]
+static WAKE_ACC: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU connection id sequence.
 #[map]
 static ID_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -107,6 +124,19 @@ static CONNS: HashMap<ConnKey, ConnInfo> = HashMap::with_max_entries(DEFAULT_MAX
 /// In-flight SSL call per thread (pid_tgid).
 #[map]
 static ACTIVE: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-thread SSL call hint, indexed by `tid & SLOT_MASK`: one word,
+/// `tid << 32 | fd` (fd `u32::MAX` until a syscall of the call names it),
+/// [`SLOT_SHARED`] once two threads in flight mapped to the slot, 0 when
+/// idle. Lets the syscall tracepoints — which run for every `read`/`write`
+/// on the machine — skip the `ACTIVE` hash lookup with an inlined array
+/// access, and carries the fd to the return program. Every update is one
+/// aligned 8-byte store, so a racing thread can only make another thread
+/// miss its hint (its fd then comes from `SSL_FD`, as for a call served
+/// from OpenSSL's buffer), never read a fd that is not its own: the owner
+/// check compares the thread id stored in the same word.
+#[map]
+static SSL_SLOTS: Array<u64> = Array::with_max_entries(SLOTS, 0);
 
 /// Last socket fd seen per (tgid, SSL*).
 #[map]
@@ -156,10 +186,12 @@ struct SslCall {
     /// Stack pointer at entry: a deeper call on the same SSL* while this one
     /// is in flight is nested (a wrapper calling another SSL I/O function).
     sp: u64,
-    /// `bpf_ktime_get_ns` at entry (tells a nested call from a stale entry
+    /// `bpf_jiffies64` at entry (tells a nested call from a stale entry
     /// whose return was never seen).
     ts: u64,
-    /// Socket fd from a syscall made during the call, -1 until seen.
+    /// Socket fd from a syscall made during the call, -1 until seen (only
+    /// written when the thread's `SSL_SLOTS` slot is shared; otherwise the
+    /// fd travels in the slot).
     fd: i32,
     op: u8,
     ex: u8,
@@ -167,6 +199,12 @@ struct SslCall {
     /// 1 while the call is in flight. Entries are reused per thread (no map
     /// allocation per call).
     active: u8,
+    /// The (SSL*, fd) pair this thread last found in, or wrote to, `SSL_FD`:
+    /// a return that sees the same pair skips the `SSL_FD` lookup. Kept
+    /// across calls; only ever used to skip a write of the same value.
+    last_ssl: u64,
+    last_fd: i32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -215,6 +253,54 @@ fn count(idx: u32, v: u64) {
     }
 }
 
+/// The `SSL_SLOTS` word of thread `tid`.
+#[inline(always)]
+fn slot(tid: u32) -> Option<*mut u64> {
+    SSL_SLOTS.get_ptr_mut(tid & SLOT_MASK)
+}
+
+/// Marks thread `tid` in flight in its slot (fd unknown), or the slot as
+/// shared when another thread holds it.
+#[inline(always)]
+fn slot_claim(tid: u32) {
+    let Some(p) = slot(tid) else { return };
+    // SAFETY: array value pointer valid for this program run; one aligned
+    // 8-byte load and store (see `SSL_SLOTS`).
+    unsafe {
+        let cur = core::ptr::read_volatile(p);
+        let mine = (tid as u64) << 32;
+        let v = if cur == 0 || cur >> 32 == tid as u64 {
+            mine | SLOT_NO_FD
+        } else {
+            SLOT_SHARED
+        };
+        if cur != v {
+            core::ptr::write_volatile(p, v);
+        }
+    }
+}
+
+/// Ends thread `tid`'s call in its slot; returns the fd the call's syscalls
+/// named, if the slot carried it.
+#[inline(always)]
+fn slot_release(tid: u32) -> Option<i32> {
+    let p = slot(tid)?;
+    // SAFETY: as in `slot_claim`.
+    unsafe {
+        let cur = core::ptr::read_volatile(p);
+        if cur == SLOT_SHARED || cur >> 32 != tid as u64 {
+            return None;
+        }
+        core::ptr::write_volatile(p, 0);
+        let low = cur & SLOT_NO_FD;
+        if low == SLOT_NO_FD {
+            None
+        } else {
+            Some(low as u32 as i32)
+        }
+    }
+}
+
 #[inline(always)]
 fn is_agent(tgid: u32) -> bool {
     tgid == AGENT_TGID.load()
@@ -240,12 +326,35 @@ fn scratch() -> Option<*mut u8> {
     SCRATCH.get_ptr_mut(cpu).map(|p| p.cast::<u8>())
 }
 
-/// Ring-buffer notification policy: waking the agent for every record costs
-/// the traced process an irq_work per event, so records are written without
-/// a wakeup and the agent polls on a short timer; only when the backlog
-/// reaches `WAKEUP_BYTES` is it woken at once.
+/// Ring-buffer notification policy for a record of `len` bytes.
+///
+/// Waking the agent for every record costs the traced process an irq_work
+/// per event, so records are written without a wakeup and the agent drains
+/// on a short timer (10 ms); only when the backlog reaches `WAKEUP_BYTES` is
+/// it woken at once. Asking the ring for its backlog
+/// (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`) costs ~25 ns per record on the
+/// measured VM, so each CPU asks only after it has written
+/// `WAKEUP_BYTES / 64` bytes since its last check (a per-CPU counter,
+/// inlined array access). The backlog at which a wakeup is forced is thus
+/// at most `WAKEUP_BYTES × (1 + nr_cpus / 64)` plus one record per CPU —
+/// below the ring size (16 × `WAKEUP_BYTES`) for up to 960 CPUs — and the
+/// timer bounds the delivery latency whatever the rate.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+fn wakeup_flags(len: usize) -> u64 {
+    let threshold = (WAKEUP_BYTES.load() >> 6) as u64;
+    if let Some(acc) = WAKE_ACC.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program
+        // runs (programs do not nest on a CPU).
+        let written = unsafe {
+            *acc = (*acc).wrapping_add(len as u64);
+            *acc
+        };
+        if written < threshold {
+            return BPF_RB_NO_WAKEUP;
+        }
+        // SAFETY: as above.
+        unsafe { *acc = 0 };
+    }
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES.load() as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -259,7 +368,7 @@ fn output(p: *const u8, len: usize) -> bool {
     // SAFETY: `p` points to a scratch map value of SCRATCH_LEN bytes and
     // every caller bounds `len` by SCRATCH_LEN.
     let rec = unsafe { core::slice::from_raw_parts(p, len) };
-    EVENTS.output::<[u8]>(rec, wakeup_flags()).is_ok()
+    EVENTS.output::<[u8]>(rec, wakeup_flags(len)).is_ok()
 }
 
 #[inline(always)]
@@ -424,7 +533,10 @@ fn send_close(c: &ConnInfo, tgid: u32, tid: u32, fd: i32) {
         },
         tail: CloseTail { lost: c.lost },
     };
-    if EVENTS.output::<Rec>(&rec, wakeup_flags()).is_ok() {
+    if EVENTS
+        .output::<Rec>(&rec, wakeup_flags(core::mem::size_of::<Rec>()))
+        .is_ok()
+    {
         count(counter::CLOSED, 1);
     } else {
         count(counter::RINGBUF_FULL_CONTROL, 1);
@@ -648,16 +760,55 @@ fn replace_conn(tgid: u32, tid: u32, fd: i32, info: &ConnInfo) {
 fn ssl_enter(ctx: &ProbeContext, opv: u8, ex: bool) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !selected(tgid) {
-        return;
-    }
+    let tid = id as u32;
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
     let len_ptr: u64 = if ex { ctx.arg(3).unwrap_or(0) } else { 0 };
     // SAFETY: `regs` is the probe's pt_regs.
     let sp = unsafe { (*ctx.regs).rsp };
+    // Only tells a nested call from a stale entry: jiffies are a memory
+    // read, where `bpf_ktime_get_ns` reads the clocksource (~50 ns per call
+    // in a VM; `bpf_ktime_get_coarse_ns` is refused to tracing programs).
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_jiffies64() };
+    // An `ACTIVE` entry exists only for threads of selected processes: it is
+    // created after `selected()` said yes and removed when the thread exits
+    // or execs — the only events that change a process's selection (user
+    // space only ever adds to `PIDS`). So a thread with an entry skips the
+    // `PIDS` lookup.
+    if let Some(p) = ACTIVE.get_ptr_mut(id) {
+        // SAFETY: map value pointer valid for this program run.
+        let a = unsafe { &mut *p };
+        if a.active != 0
+            && a.ssl == ssl
+            && a.sp > sp
+            && now.wrapping_sub(a.ts) < NESTED_WINDOW_JIFFIES
+            && a.depth < 8
+        {
+            // Called from inside an SSL call on the same object still in
+            // flight: the outer call owns the bytes.
+            a.depth += 1;
+            count(counter::SSL_NESTED, 1);
+            return;
+        }
+        // Idle, or stale (its return was never seen): reuse in place,
+        // keeping the thread's `last_ssl`/`last_fd`.
+        a.ssl = ssl;
+        a.buf = buf;
+        a.len_ptr = len_ptr;
+        a.sp = sp;
+        a.ts = now;
+        a.fd = -1;
+        a.op = opv;
+        a.ex = ex as u8;
+        a.depth = 0;
+        a.active = 1;
+        slot_claim(tid);
+        return;
+    }
+    if !selected(tgid) {
+        return;
+    }
     let call = SslCall {
         ssl,
         buf,
@@ -669,29 +820,15 @@ fn ssl_enter(ctx: &ProbeContext, opv: u8, ex: bool) {
         ex: ex as u8,
         depth: 0,
         active: 1,
+        last_ssl: 0,
+        last_fd: -1,
+        _pad: 0,
     };
-    if let Some(p) = ACTIVE.get_ptr_mut(id) {
-        // SAFETY: map value pointer valid for this program run.
-        let a = unsafe { &mut *p };
-        if a.active != 0
-            && a.ssl == ssl
-            && a.sp > sp
-            && now.wrapping_sub(a.ts) < NESTED_WINDOW_NS
-            && a.depth < 8
-        {
-            // Called from inside an SSL call on the same object still in
-            // flight: the outer call owns the bytes.
-            a.depth += 1;
-            count(counter::SSL_NESTED, 1);
-            return;
-        }
-        // Idle, or stale (its return was never seen): reuse in place.
-        *a = call;
-        return;
-    }
     if ACTIVE.insert(id, call, 0).is_err() {
         count(counter::SSL_TABLE_FULL, 1);
+        return;
     }
+    slot_claim(tid);
 }
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`
@@ -742,6 +879,14 @@ pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
     a.active = 0;
     let tgid = (id >> 32) as u32;
     let tid = id as u32;
+    // The fd named by a syscall of this call: in the thread's slot, or in
+    // the entry when the slot was shared.
+    let slot_fd = slot_release(tid);
+    let seen_fd = if call.fd >= 0 {
+        call.fd
+    } else {
+        slot_fd.unwrap_or(-1)
+    };
     let ret: i64 = ctx.ret::<i64>() as i32 as i64;
     let n: u64 = if call.ex != 0 {
         if ret == 1 {
@@ -754,28 +899,43 @@ pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
     } else {
         0
     };
+    if n == 0 && seen_fd < 0 {
+        // Nothing transferred and nothing learnt about the fd.
+        return 0;
+    }
     let key = SslKey {
         tgid,
         _pad: 0,
         ssl: call.ssl,
     };
-    let fd = if call.fd >= 0 {
-        match SSL_FD.get_ptr_mut(key) {
-            // SAFETY: map value pointer valid for this program run.
-            Some(p) => unsafe {
-                if *p != call.fd {
-                    *p = call.fd;
+    let fd = if seen_fd >= 0 {
+        // Keep `SSL_FD` current for calls served from OpenSSL's buffer;
+        // nothing to do when this thread already found or wrote this pair.
+        if a.last_ssl != call.ssl || a.last_fd != seen_fd {
+            match SSL_FD.get_ptr_mut(key) {
+                // SAFETY: map value pointer valid for this program run.
+                Some(p) => unsafe {
+                    if *p != seen_fd {
+                        *p = seen_fd;
+                    }
+                },
+                None => {
+                    let _ = SSL_FD.insert(key, seen_fd, 0);
                 }
-            },
-            None => {
-                let _ = SSL_FD.insert(key, call.fd, 0);
             }
+            a.last_ssl = call.ssl;
+            a.last_fd = seen_fd;
         }
-        call.fd
+        seen_fd
     } else {
         // SAFETY: plain i32 value.
         match unsafe { SSL_FD.get(key) } {
-            Some(fd) => *fd,
+            Some(fd) => {
+                let fd = *fd;
+                a.last_ssl = call.ssl;
+                a.last_fd = fd;
+                fd
+            }
             None => -1,
         }
     };
@@ -861,8 +1021,26 @@ pub fn sw_ssl_set_bio(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn io_enter(ctx: &TracePointContext, opv: u8, kind: u8, is_msg: bool, peek: bool) {
     let id = bpf_get_current_pid_tgid();
+    let tid = id as u32;
     let fd = sys_arg(ctx, 0) as i32;
-    if let Some(p) = ACTIVE.get_ptr_mut(id) {
+    // Inside an SSL call of this thread? The slot answers without a hash
+    // lookup for nearly every syscall on the machine.
+    let mut shared = false;
+    if let Some(sp) = slot(tid) {
+        // SAFETY: array value pointer valid for this program run; one
+        // aligned 8-byte load and store (see `SSL_SLOTS`).
+        let cur = unsafe { core::ptr::read_volatile(sp) };
+        if cur == SLOT_SHARED {
+            shared = true;
+        } else if cur >> 32 == tid as u64 && cur != 0 {
+            if cur & SLOT_NO_FD == SLOT_NO_FD && fd >= 0 {
+                // SAFETY: as above.
+                unsafe { core::ptr::write_volatile(sp, ((tid as u64) << 32) | fd as u32 as u64) };
+            }
+            return;
+        }
+    }
+    if shared && let Some(p) = ACTIVE.get_ptr_mut(id) {
         // SAFETY: map value pointer valid for this program run.
         let a = unsafe { &mut *p };
         if a.active != 0 {
@@ -1252,6 +1430,10 @@ fn join16(a: [u8; 8], b: [u8; 8]) -> [u8; 16] {
 pub fn sw_exec(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
+    // The selection of this process may change: its per-thread SSL state
+    // (which also caches "selected", see `ssl_enter`) goes.
+    let _ = ACTIVE.remove(id);
+    let _ = slot_release(id as u32);
     let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
     if FILTER_PIDS.load() != 0 {
         // SAFETY: plain u8 value, presence only.
@@ -1279,7 +1461,10 @@ pub fn sw_exec(ctx: TracePointContext) -> u32 {
         },
         comm,
     };
-    if EVENTS.output::<Rec>(&rec, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<Rec>(&rec, wakeup_flags(core::mem::size_of::<Rec>()))
+        .is_err()
+    {
         count(counter::RINGBUF_FULL_CONTROL, 1);
     }
     0
@@ -1308,6 +1493,9 @@ pub fn sw_exit(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     let tid = id as u32;
+    // Per-thread SSL state: its tid may be reused by another process.
+    let _ = ACTIVE.remove(id);
+    let _ = slot_release(tid);
     if tid != tgid {
         // A thread: drop a PIDS entry a fork of it may have added.
         let _ = PIDS.remove(tid);
@@ -1332,7 +1520,10 @@ pub fn sw_exit(ctx: TracePointContext) -> u32 {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         ..EventHeader::default()
     };
-    if EVENTS.output::<EventHeader>(&hdr, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<EventHeader>(&hdr, wakeup_flags(HEADER_LEN))
+        .is_err()
+    {
         count(counter::RINGBUF_FULL_CONTROL, 1);
     }
     0
@@ -1352,6 +1543,96 @@ pub fn sw_floor(_ctx: ProbeContext) -> u32 {
 /// Empty return program, the counterpart of `sw_ssl_ret` (see `sw_floor`).
 #[uretprobe]
 pub fn sw_floor_ret(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
+/// In-flight call per thread of the minimal capture floor (`sw_floor_min`).
+#[map]
+static FLOOR_CALLS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0);
+
+/// Minimal capture, entry: what any uprobe + uretprobe capture of these
+/// sites must do at entry — keep `(buf, *processed)` per thread for the
+/// return. No process filter, no nesting, no fd. Benchmark only (see
+/// `sw_floor`); attached on the internal `_ex`-convention sites.
+#[uprobe]
+pub fn sw_floor_min(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let v = [
+        ctx.arg::<u64>(1).unwrap_or(0),
+        ctx.arg::<u64>(3).unwrap_or(0),
+    ];
+    match FLOOR_CALLS.get_ptr_mut(id) {
+        // SAFETY: map value pointer valid for this program run.
+        Some(p) => unsafe { *p = v },
+        None => {
+            let _ = FLOOR_CALLS.insert(id, v, 0);
+        }
+    }
+    0
+}
+
+/// Minimal capture, return: the least a ring-buffer capture does per call —
+/// one per-thread lookup, the transferred length through `*processed`, a
+/// copy of the bytes into the per-CPU scratch record with a timestamped
+/// header, one `bpf_ringbuf_output` without wakeup. No connection table, no
+/// fd, no counters: its run time is the floor of any such design, shown
+/// beside the agent's (`cargo xtask bench hooks`).
+#[uretprobe]
+pub fn sw_floor_min_ret(ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(p) = FLOOR_CALLS.get_ptr_mut(id) else {
+        return 0;
+    };
+    // SAFETY: map value pointer valid for this program run.
+    let [buf, len_ptr] = unsafe { *p };
+    let ret: i64 = ctx.ret::<i64>() as i32 as i64;
+    if ret != 1 {
+        return 0;
+    }
+    let Some(n) = read_user::<u64>(len_ptr) else {
+        return 0;
+    };
+    let Some(s) = scratch() else { return 0 };
+    let mut cap = PAYLOAD_CAP.load() as u64;
+    if cap > MAX_PAYLOAD as u64 {
+        cap = MAX_PAYLOAD as u64;
+    }
+    let mut take = (if n < cap { n } else { cap }) as u32;
+    if take > MAX_PAYLOAD as u32 {
+        take = MAX_PAYLOAD as u32;
+    }
+    if take == 0 {
+        return 0;
+    }
+    // SAFETY: destination is the payload area of the scratch value and
+    // `take <= MAX_PAYLOAD`.
+    let rc = unsafe {
+        bpf_probe_read_user(
+            s.add(HEADER_LEN).cast::<c_void>(),
+            take,
+            buf as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    let hdr = EventHeader {
+        kind: event_kind::DATA,
+        pid: (id >> 32) as u32,
+        tid: id as u32,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        orig_len: n as u32,
+        cap_len: take,
+        ..EventHeader::default()
+    };
+    // SAFETY: the header fits at the start of the scratch value; `take` is
+    // bounded by MAX_PAYLOAD, so the record stays inside it.
+    let rec = unsafe {
+        core::ptr::write(s.cast::<EventHeader>(), hdr);
+        core::slice::from_raw_parts(s, HEADER_LEN + take as usize)
+    };
+    let _ = EVENTS.output::<[u8]>(rec, BPF_RB_NO_WAKEUP);
     0
 }
 
