@@ -2,7 +2,7 @@
 //! library and keeps them attached until killed: the floor rows of
 //! `cargo xtask bench live` and `bench hooks`.
 //!
-//! Usage: `probe_floor LIBRARY agent|exported [PID]` — without a PID the
+//! Usage: `probe_floor LIBRARY agent|exported|minimal [PID]` — without a PID the
 //! probes fire in every process mapping the library, as the agent's do.
 //!
 //! Prints `attached <points>` on stdout once the probes are live.
@@ -16,14 +16,15 @@ use sessionwatch::capture::{EmptyProbes, FloorSites};
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(lib), Some(sites)) = (args.next(), args.next()) else {
-        eprintln!("usage: probe_floor LIBRARY agent|exported [PID]");
+        eprintln!("usage: probe_floor LIBRARY agent|exported|minimal [PID]");
         return ExitCode::from(2);
     };
     let sites = match sites.as_str() {
         "agent" => FloorSites::Agent,
         "exported" => FloorSites::Exported,
+        "minimal" => FloorSites::AgentMinimal,
         other => {
-            eprintln!("probe_floor: unknown sites {other:?} (agent|exported)");
+            eprintln!("probe_floor: unknown sites {other:?} (agent|exported|minimal)");
             return ExitCode::from(2);
         }
     };
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let probes = match EmptyProbes::attach(&PathBuf::from(&lib), sites, pid) {
+    let mut probes = match EmptyProbes::attach(&PathBuf::from(&lib), sites, pid) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("probe_floor: {e}");
@@ -45,8 +46,11 @@ fn main() -> ExitCode {
     println!("attached {}", probes.points.join(" "));
     let _ = std::io::stdout().flush();
     // Stay attached until the benchmark kills this process (the kernel
-    // detaches the probes when their file descriptors close).
+    // detaches the probes when their file descriptors close). The
+    // minimal-capture programs' records are drained on the agent's timer
+    // (10 ms); for the empty programs `drain` does nothing.
     loop {
-        std::thread::park();
+        probes.drain();
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

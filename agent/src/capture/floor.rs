@@ -9,10 +9,18 @@
 //! keeps with nothing but the traps, and the run time a program needs to do
 //! nothing. Capture's own cost is what it adds above that floor.
 //!
+//! A third set, the *minimal capture* (`sw_floor_min`, `sw_floor_min_ret`),
+//! does the least any ring-buffer capture at these sites must do — keep the
+//! buffer per thread at entry; at return read the length, copy the bytes and
+//! write one record — without the agent's connection table, fd tracking,
+//! process filter or counters. Its run time is the floor of the design, shown
+//! beside the agent's.
+//!
 //! Never used by `sessionwatch run`.
 
 use std::path::Path;
 
+use aya::maps::{MapData, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
@@ -28,11 +36,19 @@ pub enum FloorSites {
     Agent,
     /// The exported `SSL_read`, `SSL_write`, `SSL_read_ex`, `SSL_write_ex`.
     Exported,
+    /// The agent's internal sites with the minimal-capture programs instead
+    /// of the empty ones (fails when the library has no internal sites: the
+    /// programs assume their `_ex` calling convention). The records must be
+    /// drained ([`EmptyProbes::drain`]) or the ring fills and the programs
+    /// stop doing the work they measure.
+    AgentMinimal,
 }
 
 /// Loaded and attached empty probes; detached when dropped.
 pub struct EmptyProbes {
     _ebpf: Ebpf,
+    /// The ring of the minimal-capture programs.
+    ring: Option<RingBuf<MapData>>,
     /// Human-readable attach points (`program@site`), in attach order.
     pub points: Vec<String>,
 }
@@ -61,8 +77,12 @@ impl EmptyProbes {
         let object = super::live::object().ok_or(CaptureError::ObjectMissing)?;
         // Only the two empty programs are loaded, but every map of the
         // object is created: keep the big ones minimal.
+        let ring_size = match sites {
+            FloorSites::AgentMinimal => 8 << 20,
+            _ => 4096,
+        };
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", 4096)
+            .map_max_entries("EVENTS", ring_size)
             .map_max_entries("SCRATCH", 1)
             .map_max_entries("CONNS", 1)
             .load(object)
@@ -73,14 +93,26 @@ impl EmptyProbes {
             Symbol(&'static str),
         }
         let locations: Vec<Site> = match (sites, internal_sites(library)) {
-            (FloorSites::Agent, Some(s)) => vec![Site::Offset(s.read), Site::Offset(s.write)],
+            (FloorSites::Agent | FloorSites::AgentMinimal, Some(s)) => {
+                vec![Site::Offset(s.read), Site::Offset(s.write)]
+            }
+            (FloorSites::AgentMinimal, None) => {
+                return Err(CaptureError::Load(format!(
+                    "{}: no internal read/write sites for the minimal-capture floor",
+                    library.display()
+                )));
+            }
             _ => ["SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"]
                 .into_iter()
                 .map(Site::Symbol)
                 .collect(),
         };
+        let programs = match sites {
+            FloorSites::AgentMinimal => ["sw_floor_min", "sw_floor_min_ret"],
+            _ => ["sw_floor", "sw_floor_ret"],
+        };
         let mut points = Vec::new();
-        for prog in ["sw_floor", "sw_floor_ret"] {
+        for prog in programs {
             let up: &mut UProbe = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| CaptureError::Load(format!("program {prog} missing")))?
@@ -109,9 +141,33 @@ impl EmptyProbes {
                 points.push(format!("{prog}@{label}"));
             }
         }
+        let ring = match sites {
+            FloorSites::AgentMinimal => {
+                let map = ebpf
+                    .take_map("EVENTS")
+                    .ok_or_else(|| CaptureError::Load("map EVENTS missing".into()))?;
+                Some(RingBuf::try_from(map).map_err(|e| CaptureError::Load(e.to_string()))?)
+            }
+            _ => None,
+        };
         Ok(EmptyProbes {
             _ebpf: ebpf,
+            ring,
             points,
         })
+    }
+
+    /// Consumes every record the minimal-capture programs wrote (call it on a
+    /// short timer, as the agent drains its ring); returns how many. A no-op
+    /// for the empty programs.
+    pub fn drain(&mut self) -> usize {
+        let Some(ring) = self.ring.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        while ring.next().is_some() {
+            n += 1;
+        }
+        n
     }
 }

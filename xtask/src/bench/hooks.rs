@@ -8,7 +8,11 @@
 //! * **B** — the agent is attached: run time per call of each of its programs;
 //! * **F** — empty programs are attached on the same sites (the floor): run
 //!   time of a program that does nothing;
-//! * **A** — nothing is attached.
+//! * **A** — nothing is attached;
+//! * **M** — the minimal ring-buffer capture (`sw_floor_min`,
+//!   `sw_floor_min_ret`) on the same sites: per-thread buffer at entry, at
+//!   return the length, the copy and one ring-buffer record, nothing else —
+//!   the floor of any capture of this design, beside the agent's figure.
 //!
 //! The nginx worker's CPU time per request in A, F and B gives what the BPF
 //! run time does not show: the uprobe trap itself (F − A), and everything
@@ -139,9 +143,9 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let worker = rig::nginx_worker(nginx.port)?;
 
     let mut load = vec![rig::loadavg()];
-    let (mut agent_acc, mut floor_acc) = (Acc::new(), Acc::new());
+    let (mut agent_acc, mut floor_acc, mut min_acc) = (Acc::new(), Acc::new(), Acc::new());
     // nginx worker CPU µs per request, per setup.
-    let (mut cpu_a, mut cpu_f, mut cpu_b) = (vec![], vec![], vec![]);
+    let (mut cpu_a, mut cpu_f, mut cpu_b, mut cpu_m) = (vec![], vec![], vec![], vec![]);
     let (mut reqs_f, mut reqs_b) = (0u64, 0u64);
     let per_req = |cpu: f64, reqs: u64| cpu * 1e6 / reqs.max(1) as f64;
     for round in 1..=rounds {
@@ -169,11 +173,21 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
             reqs_f += rf.requests;
             accumulate(&mut floor_acc, &s0, &prog_stats(floor.pid()));
         }
+        // M
+        {
+            let min = Floor::start(&bins.probe_floor, "minimal", Some(worker))?;
+            let s0 = prog_stats(min.pid());
+            let c0 = rig::cpu_seconds(worker);
+            let rm = rig::wrk(&url, conns, secs, None, &dir)?;
+            cpu_m.push(per_req(rig::cpu_seconds(worker) - c0, rm.requests));
+            accumulate(&mut min_acc, &s0, &prog_stats(min.pid()));
+        }
         load.push(rig::loadavg());
         eprintln!(
-            "bench hooks round {round}: nginx CPU per request A {:.2} µs, F {:.2} µs, B {:.2} µs",
+            "bench hooks round {round}: nginx CPU per request A {:.2} µs, F {:.2} µs, M {:.2} µs, B {:.2} µs",
             cpu_a[round - 1],
             cpu_f[round - 1],
+            cpu_m[round - 1],
             cpu_b[round - 1]
         );
     }
@@ -197,23 +211,34 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let (ret_calls, ret_ns) = avg(&agent_acc, &["sw_ssl_ret"]);
     let (fe_calls, fe_ns) = avg(&floor_acc, &["sw_floor"]);
     let (_, fr_ns) = avg(&floor_acc, &["sw_floor_ret"]);
-    if entry_calls == 0 || ret_calls == 0 || fe_calls == 0 {
+    let (me_calls, me_ns) = avg(&min_acc, &["sw_floor_min"]);
+    let (_, mr_ns) = avg(&min_acc, &["sw_floor_min_ret"]);
+    if entry_calls == 0 || ret_calls == 0 || fe_calls == 0 || me_calls == 0 {
         bail!(
-            "no SSL probe runs were counted (agent entry {entry_calls}, return {ret_calls}, floor {fe_calls}): \
+            "no SSL probe runs were counted (agent entry {entry_calls}, return {ret_calls}, floor {fe_calls}, \
+             minimal capture {me_calls}): \
              the probes did not fire or bpf stats are unavailable"
         );
     }
     let per_call = entry_ns + ret_ns;
     let floor_call = fe_ns + fr_ns;
     let added = per_call - floor_call;
-    let (a, f, b) = (Stat::of(&cpu_a), Stat::of(&cpu_f), Stat::of(&cpu_b));
+    let min_call = me_ns + mr_ns;
+    let min_added = min_call - floor_call;
+    let (a, f, b, m) = (
+        Stat::of(&cpu_a),
+        Stat::of(&cpu_f),
+        Stat::of(&cpu_b),
+        Stat::of(&cpu_m),
+    );
     let calls_per_req = fe_calls as f64 / reqs_f.max(1) as f64;
     let trap_us = (f.median - a.median) / calls_per_req.max(1e-9);
     if let Mode::Smoke = mode {
         eprintln!(
             "bench hooks (smoke): {per_call:.0} ns per SSL call (entry {entry_ns:.0} + return {ret_ns:.0}), floor {floor_call:.0} ns, \
-             added {added:.0} ns; nginx µs/request A {:.2} F {:.2} B {:.2}",
-            a.median, f.median, b.median
+             added {added:.0} ns; minimal capture {min_call:.0} ns (added {min_added:.0} ns); \
+             nginx µs/request A {:.2} F {:.2} M {:.2} B {:.2}",
+            a.median, f.median, m.median, b.median
         );
         return Ok(());
     }
@@ -230,7 +255,8 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let _ = writeln!(
         md,
         "- `sysctl kernel.bpf_stats_enabled=1`; `run_cnt`/`run_time_ns` of each program from `/proc/PID/fdinfo`, deltas over \
-         `wrk -t1 -c{conns} -d{secs}s` against nginx (1 worker, TLS keep-alive); rounds: {rounds}, alternating A (nothing) B (agent) F (empty probes on the agent's sites)\n"
+         `wrk -t1 -c{conns} -d{secs}s` against nginx (1 worker, TLS keep-alive); rounds: {rounds}, alternating A (nothing) B (agent) F (empty probes on the agent's sites) \
+         M (minimal ring-buffer capture on the agent's sites)\n"
     );
     let _ = writeln!(
         md,
@@ -255,6 +281,13 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
             *n as f64 / (*c).max(1) as f64
         );
     }
+    for (name, (c, n)) in &min_acc {
+        let _ = writeln!(
+            md,
+            "| minimal capture: `{name}` | {c} | – | {:.0} |",
+            *n as f64 / (*c).max(1) as f64
+        );
+    }
     let _ = writeln!(
         md,
         "\n- Per SSL call (entry + return program): **{per_call:.0} ns**; floor (empty entry + return): {floor_call:.0} ns; \
@@ -263,9 +296,18 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "- What BPF run time does not show — nginx worker CPU per request (µs, median (min–max)): A {} · F {} · B {}",
+        "- Minimal ring-buffer capture on the same sites (per-thread buffer at entry; at return the length, the copy, one \
+         timestamped record through the per-CPU scratch and `bpf_ringbuf_output`; no connection table, fd tracking, process \
+         filter or counters): **{min_call:.0} ns** per call, {min_added:.0} ns above the empty floor — the least any capture of \
+         this design adds; the agent's connection attribution, filtering and loss accounting cost {:.0} ns above it",
+        per_call - min_call
+    );
+    let _ = writeln!(
+        md,
+        "- What BPF run time does not show — nginx worker CPU per request (µs, median (min–max)): A {} · F {} · M {} · B {}",
         a.show(2),
         f.show(2),
+        m.show(2),
         b.show(2)
     );
     let _ = writeln!(
