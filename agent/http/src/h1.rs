@@ -566,11 +566,10 @@ fn owned_headers(hs: &[httparse::Header<'_>], info: &mut BodyInfo) -> Headers {
     let mut out = Vec::with_capacity(hs.len());
     for h in hs {
         info.observe(h.name, h.value);
-        // One exact-size allocation per name and value.
-        let mut name: Box<str> = h.name.into();
-        name.make_ascii_lowercase();
+        // Well-known names are static; other names and every value take
+        // one exact-size allocation.
         out.push(Header {
-            name,
+            name: crate::header_name(h.name),
             value: trim(h.value).into(),
         });
     }

@@ -466,7 +466,7 @@ impl Fields {
             return;
         }
         self.headers.0.push(Header {
-            name: n.into(),
+            name: crate::header_name(n),
             value: value.into(),
         });
     }

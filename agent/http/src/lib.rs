@@ -7,6 +7,7 @@
 //! connection turns out to speak HTTP/2); both produce the same types.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use sessionwatch_streams::{ConnectionMeta, Timestamp};
@@ -37,8 +38,10 @@ impl Protocol {
 /// (header values are not guaranteed UTF-8, and cookies must round-trip).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Lower-cased header name.
-    pub name: Box<str>,
+    /// Lower-cased header name. Well-known names (see [`header_name`]) are
+    /// borrowed from a static table, so the common head costs no allocation
+    /// per name; any other name is owned.
+    pub name: Cow<'static, str>,
     /// Raw value, without surrounding whitespace.
     pub value: Box<[u8]>,
 }
@@ -72,10 +75,80 @@ impl Headers {
     /// Appends a field.
     pub fn push(&mut self, name: &str, value: &[u8]) {
         self.0.push(Header {
-            name: name.to_ascii_lowercase().into_boxed_str(),
+            name: header_name(name),
             value: value.into(),
         });
     }
+}
+
+/// Lower-case header names common enough in requests and responses that
+/// parsing every head would otherwise allocate a copy of each of them,
+/// indexed by length: a lookup compares the raw name only against the few
+/// entries (at most five) of its length, each exiting at the first
+/// differing byte.
+const WELL_KNOWN: [&[&str]; 28] = [
+    &[],
+    &[],
+    &["te"],
+    &["age", "via"],
+    &["date", "etag", "host", "vary"],
+    &["range"],
+    &["accept", "cookie", "origin", "pragma", "server"],
+    &["expires", "referer", "upgrade"],
+    &["location"],
+    &["forwarded", "x-real-ip"],
+    &["connection", "keep-alive", "set-cookie", "user-agent"],
+    &[],
+    &["x-csrf-token", "content-type", "x-xsrf-token"],
+    &[
+        "authorization",
+        "cache-control",
+        "if-none-match",
+        "accept-ranges",
+        "last-modified",
+    ],
+    &[
+        "content-length",
+        "sec-fetch-dest",
+        "sec-fetch-mode",
+        "sec-fetch-site",
+        "sec-fetch-user",
+    ],
+    &[
+        "accept-encoding",
+        "accept-language",
+        "x-frame-options",
+        "x-forwarded-for",
+    ],
+    &["content-encoding", "x-requested-with", "x-forwarded-host"],
+    &[
+        "x-forwarded-proto",
+        "transfer-encoding",
+        "if-modified-since",
+    ],
+    &[],
+    &[],
+    &[],
+    &[],
+    &["x-content-type-options"],
+    &["content-security-policy"],
+    &[],
+    &["upgrade-insecure-requests", "strict-transport-security"],
+    &[],
+    &["access-control-allow-origin"],
+];
+
+/// The lower-cased form of header name `raw`: a `'static` borrow when it is
+/// a well-known name (compared ASCII case-insensitively, so `Content-Type`
+/// and `content-type` both hit), an owned lower-case copy otherwise.
+pub fn header_name(raw: &str) -> Cow<'static, str> {
+    WELL_KNOWN
+        .get(raw.len())
+        .and_then(|c| c.iter().find(|k| k.eq_ignore_ascii_case(raw)))
+        .map_or_else(
+            || Cow::Owned(raw.to_ascii_lowercase()),
+            |k| Cow::Borrowed(*k),
+        )
 }
 
 /// A request head.
@@ -159,5 +232,38 @@ impl HttpStats {
             .parse_errors
             .entry((protocol.as_str(), kind))
             .or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_lowercased_and_interned() {
+        assert!(matches!(
+            header_name("Content-Type"),
+            Cow::Borrowed("content-type")
+        ));
+        assert!(matches!(header_name("COOKIE"), Cow::Borrowed("cookie")));
+        assert!(
+            matches!(header_name("X-Custom-Thing"), Cow::Owned(ref s) if s == "x-custom-thing")
+        );
+        for (len, names) in WELL_KNOWN.iter().enumerate() {
+            for k in *names {
+                assert_eq!(k.len(), len, "{k}");
+                assert!(!k.bytes().any(|b| b.is_ascii_uppercase()), "{k}");
+                assert!(
+                    matches!(header_name(&k.to_ascii_uppercase()), Cow::Borrowed(b) if b == *k)
+                );
+            }
+        }
+        assert!(matches!(header_name(""), Cow::Owned(ref s) if s.is_empty()));
+        assert!(matches!(header_name(&"x".repeat(200)), Cow::Owned(_)));
+        let mut h = Headers::default();
+        h.push("Set-Cookie", b"a=b");
+        h.push("X-Odd", b"1");
+        assert_eq!(h.get("set-cookie"), Some(&b"a=b"[..]));
+        assert_eq!(h.get("x-odd"), Some(&b"1"[..]));
     }
 }
