@@ -26,6 +26,10 @@ pub enum AlertSinkError {
     },
 }
 
+/// Starting capacity of [`JsonLinesSink`]'s line buffer: a typical finding
+/// with its evidence is well under 1 KiB.
+const LINE_CAPACITY: usize = 2048;
+
 /// Writes one JSON object per finding, one per line. Live, each line is
 /// flushed as it is written so a reader (`tail -f`, a log shipper) sees each
 /// finding as it happens; replay buffers (64 KiB writes instead of one
@@ -35,6 +39,11 @@ pub struct JsonLinesSink {
     /// Flush after every finding (live) or only when the buffer fills and
     /// at [`JsonLinesSink::flush`] (replay).
     flush_each: bool,
+    /// One finding serialised ahead of a single `write_all`: serde_json
+    /// writing straight into the boxed writer makes one dynamic call per
+    /// token. Reused across findings; shrunk back after an unusually large
+    /// one so it stays bounded.
+    line: Vec<u8>,
     /// Write errors (a full disk, a closed pipe) are counted, not fatal: the
     /// metrics still carry every finding.
     pub write_errors: u64,
@@ -63,6 +72,7 @@ impl JsonLinesSink {
         Ok(JsonLinesSink {
             out,
             flush_each: true,
+            line: Vec::with_capacity(LINE_CAPACITY),
             write_errors: 0,
         })
     }
@@ -72,6 +82,7 @@ impl JsonLinesSink {
         JsonLinesSink {
             out,
             flush_each: true,
+            line: Vec::with_capacity(LINE_CAPACITY),
             write_errors: 0,
         }
     }
@@ -91,8 +102,13 @@ impl JsonLinesSink {
     }
 
     fn write(&mut self, finding: &Finding) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, finding)?;
-        self.out.write_all(b"\n")?;
+        self.line.clear();
+        if self.line.capacity() > 4 * LINE_CAPACITY {
+            self.line.shrink_to(LINE_CAPACITY);
+        }
+        serde_json::to_writer(&mut self.line, finding)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
         if self.flush_each {
             self.out.flush()?;
         }
