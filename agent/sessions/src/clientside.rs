@@ -14,6 +14,8 @@
 //! Nothing from the payload other than its kind, size and JWT `alg` leaves
 //! this module.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -72,8 +74,13 @@ fn b64_decode(s: &[u8]) -> Option<Vec<u8>> {
     e.decode(s).ok()
 }
 
-fn percent_decode(raw: &[u8]) -> Vec<u8> {
+/// Percent-decodes (a `%XX` needs two more bytes after the `%`); a value
+/// without `%` (most cookies) is borrowed, not copied.
+fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     let raw = &raw[..raw.len().min(MAX_VALUE)];
+    if memchr::memchr(b'%', raw).is_none() {
+        return Cow::Borrowed(raw);
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -89,7 +96,22 @@ fn percent_decode(raw: &[u8]) -> Vec<u8> {
         out.push(raw[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
+}
+
+/// The number of `sep`-separated parts of `v` and the first three (empty
+/// slices beyond the count): what the format checks below look at, without
+/// collecting every part.
+fn split3(v: &[u8], sep: u8) -> (usize, [&[u8]; 3]) {
+    let mut first: [&[u8]; 3] = [&[]; 3];
+    let mut n = 0;
+    for (i, part) in v.split(|b| *b == sep).enumerate() {
+        if let Some(slot) = first.get_mut(i) {
+            *slot = part;
+        }
+        n += 1;
+    }
+    (n, first)
 }
 
 fn json(bytes: &[u8]) -> Option<serde_json::Value> {
@@ -142,7 +164,7 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
         return None;
     }
     let v = percent_decode(raw);
-    let v = v.as_slice();
+    let v = &*v;
 
     // Whole value as JSON.
     if let Some(j) = json(v) {
@@ -155,12 +177,12 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
     }
 
     // JWS / JWE: header.payload.signature (5 parts for JWE).
-    let dot_parts: Vec<&[u8]> = v.split(|b| *b == b'.').collect();
-    if (dot_parts.len() == 3 || dot_parts.len() == 5)
+    let (dots, dot_parts) = split3(v, b'.');
+    if (dots == 3 || dots == 5)
         && let Some(header) = b64_decode(dot_parts[0]).and_then(|h| json(&h))
         && let Some(alg) = header.get("alg")
     {
-        let jwe = dot_parts.len() == 5 || header.get("enc").is_some();
+        let jwe = dots == 5 || header.get("enc").is_some();
         let payload = if jwe {
             0
         } else {
@@ -176,11 +198,11 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
     // itsdangerous (Flask) `payload.timestamp.signature` and Django signing
     // `payload:timestamp:signature`; a leading '.' marks zlib compression.
     for sep in [b'.', b':'] {
-        let parts: Vec<&[u8]> = v.split(|b| *b == sep).collect();
-        if parts.len() < 2 {
+        let (n, parts) = split3(v, sep);
+        if n < 2 {
             continue;
         }
-        let (compressed, payload) = if parts[0].is_empty() && parts.len() >= 3 {
+        let (compressed, payload) = if parts[0].is_empty() && n >= 3 {
             (true, parts[1])
         } else {
             (false, parts[0])
@@ -307,6 +329,25 @@ fn split_dashdash(v: &[u8]) -> Vec<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split3_counts_every_part_and_keeps_the_first_three() {
+        assert_eq!(split3(b"a.b.c.d.e", b'.'), (5, [&b"a"[..], b"b", b"c"]));
+        assert_eq!(split3(b".x.y", b'.'), (3, [&b""[..], b"x", b"y"]));
+        assert_eq!(split3(b"ab", b'.'), (1, [&b"ab"[..], b"", b""]));
+        assert_eq!(split3(b"", b':'), (1, [&b""[..], b"", b""]));
+    }
+
+    #[test]
+    fn percent_decode_borrows_plain_values() {
+        assert!(matches!(
+            percent_decode(b"abc.def"),
+            Cow::Borrowed(b"abc.def")
+        ));
+        assert_eq!(&*percent_decode(b"a%7Bb%7d%zz%4"), b"a{b}%zz%4");
+        let long = vec![b'x'; MAX_VALUE + 10];
+        assert_eq!(percent_decode(&long).len(), MAX_VALUE);
+    }
 
     fn b64url(s: &[u8]) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)

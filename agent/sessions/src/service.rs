@@ -45,7 +45,10 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct ServiceResolver {
     rules: Vec<(Box<str>, u16)>,
-    ids: HashMap<Box<str>, u16>,
+    /// Looked up once per exchange: seeded foldhash instead of SipHash
+    /// (names are short; the seed keeps hostile host names from being aimed
+    /// at one bucket, and the table is capped).
+    ids: HashMap<Box<str>, u16, foldhash::fast::RandomState>,
     names: Vec<Box<str>>,
     /// Exchanges assigned to `other` because the table was full.
     pub overflow: u64,
@@ -61,7 +64,7 @@ impl ServiceResolver {
     pub fn new(services: &[ServiceConfig]) -> ServiceResolver {
         let mut r = ServiceResolver {
             rules: Vec::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             names: Vec::new(),
             overflow: 0,
         };

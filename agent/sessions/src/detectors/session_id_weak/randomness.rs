@@ -552,7 +552,9 @@ struct Window {
     /// Bytes seen anywhere (bit set), and the longest core.
     charset: [u64; 4],
     max_len: usize,
-    hashes: HashSet<u64>,
+    /// Keyed session hashes seen in this window: already uniform, so the
+    /// cheap seeded foldhash replaces SipHash (one insert per sampled ID).
+    hashes: HashSet<u64, foldhash::fast::RandomState>,
     duplicates: u32,
     value: Option<ValuePlan>,
     bits: Option<BitPlan>,
