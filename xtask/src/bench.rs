@@ -306,6 +306,10 @@ pub struct Bins {
     pub probe_floor: PathBuf,
     /// `agent/sessions/examples/session_memory.rs`.
     pub session_memory: PathBuf,
+    /// `agent/http/examples/replay_throughput.rs`: the replay floors (pcap
+    /// reading, reassembly, HTTP/1 parsing), built with the binaries above so
+    /// the same profile and feature set apply.
+    pub replay_floor: PathBuf,
 }
 
 /// A benchmark by name.
@@ -371,7 +375,7 @@ pub fn run(root: &Path, bins: &Bins, name: Name, mode: Mode, sizes: Sizes) -> Re
             Mode::Full { rounds } => (sizes.exchanges, rounds),
             Mode::Smoke => (20_000, 1),
         };
-        replay(root, exchanges, rounds, &bins.sessionwatch, mode)?;
+        replay(root, exchanges, rounds, bins, mode)?;
     }
     if (all || name == Name::Hooks) && live_preconditions()? {
         hooks::run(root, bins, mode)?;
@@ -380,35 +384,6 @@ pub fn run(root: &Path, bins: &Bins, name: Name, mode: Mode, sizes: Sizes) -> Re
         live::run(root, bins, mode)?;
     }
     Ok(())
-}
-
-/// Builds the `replay_throughput` example of `sessionwatch-http` (pcap
-/// reading, TCP reassembly and HTTP/1 parsing into a counting sink: the
-/// floors under `sessionwatch replay`) with the profile and target directory
-/// of `sessionwatch`, and returns its path.
-fn floor_example(sessionwatch: &Path) -> Result<PathBuf> {
-    let profile_dir = sessionwatch
-        .parent()
-        .context("sessionwatch binary has no parent directory")?;
-    let target_dir = profile_dir
-        .parent()
-        .context("sessionwatch binary is not in a target directory")?;
-    let mut cmd = Command::new(crate::cargo());
-    cmd.current_dir(crate::root())
-        .args([
-            "build",
-            "-p",
-            "sessionwatch-http",
-            "--example",
-            "replay_throughput",
-        ])
-        .arg("--target-dir")
-        .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    crate::run_cmd(&mut cmd, "building the replay floor example")?;
-    Ok(profile_dir.join("examples/replay_throughput"))
 }
 
 /// CPU seconds of one round of each replay measurement.
@@ -432,13 +407,8 @@ impl Series {
 }
 
 /// `cargo xtask bench replay`.
-pub fn replay(
-    root: &Path,
-    exchanges: u64,
-    rounds: usize,
-    sessionwatch: &Path,
-    mode: Mode,
-) -> Result<()> {
+pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mode) -> Result<()> {
+    let sessionwatch = bins.sessionwatch.as_path();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     // The second file for the peak-RSS comparison: half the exchanges of
@@ -460,7 +430,7 @@ pub fn replay(
     if which("tshark").is_none() {
         bail!("tshark is not installed: apt-get install tshark (it is the peer of this benchmark)");
     }
-    let floor_bin = floor_example(sessionwatch)?;
+    let floor_bin = bins.replay_floor.as_path();
     let sw = |file: &Path| {
         let mut c = Command::new(sessionwatch);
         c.arg("replay")
@@ -507,12 +477,12 @@ pub fn replay(
     // Floors of the pipeline: stop after TCP reassembly, after HTTP/1
     // parsing, and run the analysis with every detector off.
     let streams_floor = |file: &Path| {
-        let mut c = Command::new(&floor_bin);
+        let mut c = Command::new(floor_bin);
         c.arg("--replay-streams").arg(file);
         c
     };
     let http_floor = |file: &Path| {
-        let mut c = Command::new(&floor_bin);
+        let mut c = Command::new(floor_bin);
         c.arg("--replay").arg(file);
         c
     };

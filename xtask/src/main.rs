@@ -662,6 +662,10 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         "sessionwatch-sessions",
         "--example",
         "session_memory",
+        "-p",
+        "sessionwatch-http",
+        "--example",
+        "replay_throughput",
     ])
     .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
     run_cmd(&mut cmd, "building the benchmark binaries")?;
@@ -670,6 +674,7 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         sessionwatch: dir.join("sessionwatch"),
         probe_floor: dir.join("examples/probe_floor"),
         session_memory: dir.join("examples/session_memory"),
+        replay_floor: dir.join("examples/replay_throughput"),
     })
 }
 
