@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array as BpfArray, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf,
+};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{ProgramError, TracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use sessionwatch_common::{COMM_LEN, ConnInfo, ConnKey, conn_flags, role};
+use sessionwatch_common::{COMM_LEN, ConnInfo, ConnKey, conn_flags, conn_gen_slot, role};
 use sessionwatch_streams::StreamSink;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
@@ -150,11 +152,25 @@ struct LiveEnv {
     proc: Proc,
     resolver: SocketResolver,
     conns: BpfHashMap<MapData, ConnKey, ConnInfo>,
+    /// `CONN_UGEN`: user-space generations of `CONNS` entries. The TLS
+    /// return program caches an entry per thread while its generations are
+    /// unchanged, so every write or removal here bumps it (this is the map's
+    /// only writer, so the read-modify-write cannot lose a bump).
+    ugen: BpfArray<MapData, u32>,
     announced: BpfHashMap<MapData, u32, u8>,
     containers: HashMap<u32, Option<String>>,
 }
 
 impl LiveEnv {
+    /// Invalidates the kernel's per-thread copies of the `CONNS` entry of
+    /// `key`; called after changing it.
+    fn ugen_bump(&mut self, key: ConnKey) {
+        let slot = conn_gen_slot(key.tgid, key.fd);
+        if let Ok(v) = self.ugen.get(&slot, 0) {
+            let _ = self.ugen.set(slot, v.wrapping_add(1), 0);
+        }
+    }
+
     /// Drops kernel connection entries of processes that no longer exist
     /// (a process that exits without closing its sockets leaves them).
     fn gc_kernel(&mut self) -> usize {
@@ -171,6 +187,7 @@ impl LiveEnv {
             .collect();
         for k in &dead {
             let _ = self.conns.remove(k);
+            self.ugen_bump(*k);
         }
         let dead_pids: Vec<u32> = alive
             .iter()
@@ -210,6 +227,7 @@ impl Env for LiveEnv {
         let flags = if only_new { 1 } else { 0 };
         match self.conns.insert(key, *info, flags) {
             Ok(()) => {
+                self.ugen_bump(key);
                 if info.flags & conn_flags::ANNOUNCED != 0 {
                     let _ = self.announced.insert(key.tgid, 1, 0);
                 }
@@ -229,6 +247,7 @@ impl Env for LiveEnv {
             cur.flags = (cur.flags & !clear) | set;
             // BPF_EXIST = 2: only if the entry is still there.
             let _ = self.conns.insert(key, cur, 2);
+            self.ugen_bump(key);
         }
     }
 
@@ -237,6 +256,7 @@ impl Env for LiveEnv {
             && cur.id == id
         {
             let _ = self.conns.remove(&key);
+            self.ugen_bump(key);
         }
     }
 
@@ -489,6 +509,15 @@ impl LiveCapture {
             None
         };
         let conns: BpfHashMap<MapData, ConnKey, ConnInfo> = take_hash(&mut ebpf, "CONNS")?;
+        let ugen_map = ebpf.take_map("CONN_UGEN").ok_or(CaptureError::Map {
+            name: "CONN_UGEN",
+            why: "not in the object".into(),
+        })?;
+        let ugen: BpfArray<MapData, u32> =
+            BpfArray::try_from(ugen_map).map_err(|e| CaptureError::Map {
+                name: "CONN_UGEN",
+                why: e.to_string(),
+            })?;
         let announced: BpfHashMap<MapData, u32, u8> = take_hash(&mut ebpf, "PROC_ANNOUNCED")?;
         let counters_map = ebpf.take_map("COUNTERS").ok_or(CaptureError::Map {
             name: "COUNTERS",
@@ -553,6 +582,7 @@ impl LiveCapture {
             proc: proc.clone(),
             resolver: SocketResolver::new(proc),
             conns,
+            ugen,
             announced,
             containers: HashMap::new(),
         };

@@ -170,6 +170,20 @@ pub mod counter {
     pub const SSL_NESTED: u32 = 19;
 }
 
+/// Slots of the `CONN_KGEN` / `CONN_UGEN` generation arrays (power of two).
+pub const CONN_GEN_SLOTS: u32 = 65536;
+
+/// Generation slot of the `CONNS` entry (tgid, fd). Every change of that
+/// entry bumps the slot's generation — in `CONN_KGEN` when the kernel
+/// programs change it, in `CONN_UGEN` when user space does — so the TLS
+/// return program may keep a per-thread copy of what it needs from the entry
+/// and trust it while both generations are unchanged. Different entries may
+/// share a slot: that only costs a lookup.
+#[inline(always)]
+pub const fn conn_gen_slot(tgid: u32, fd: u32) -> u32 {
+    (tgid.wrapping_mul(0x9E37_79B1) ^ fd) & (CONN_GEN_SLOTS - 1)
+}
+
 /// Key of the `CONNS` map: a socket fd of one process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -273,6 +287,7 @@ const _: () = assert!(core::mem::size_of::<ConnInfo>() == 80);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<CloseTail>() == 8);
 const _: () = assert!(MAX_PAYLOAD.is_power_of_two());
+const _: () = assert!(CONN_GEN_SLOTS.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod pod {

@@ -20,8 +20,13 @@
 //! panic path, so slices are never indexed and lengths are clamped before use.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
+};
 
 use aya_ebpf::{
     EbpfContext, Global,
@@ -37,10 +42,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use sessionwatch_common::{
-    AF_INET, AF_INET6, AF_UNIX, COMM_LEN, CloseTail, ConnInfo, ConnKey, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PAYLOAD_CAP, EventHeader, HEADER_LEN, MAX_IOV, MAX_PAYLOAD, MAX_PLAIN_PORTS,
-    MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SockAddr, conn_flags, counter, event_flags,
-    event_kind, op, role, source,
+    AF_INET, AF_INET6, AF_UNIX, COMM_LEN, CONN_GEN_SLOTS, CloseTail, ConnInfo, ConnKey,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PAYLOAD_CAP, EventHeader, HEADER_LEN, MAX_IOV, MAX_PAYLOAD,
+    MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SockAddr, conn_flags,
+    conn_gen_slot, counter, event_flags, event_kind, op, role, source,
 };
 
 // ---------------------------------------------------------------------------
@@ -82,6 +87,9 @@ const MSG_PEEK: u64 = 2;
 /// Slots of `SSL_SLOTS` (power of two; 512 KiB).
 const SLOTS: u32 = 65536;
 const SLOT_MASK: u32 = SLOTS - 1;
+/// Slots of `CALLS` (power of two; 88 bytes each, 1.4 MiB).
+const CALL_SLOTS: u32 = 16384;
+const CALL_MASK: u32 = CALL_SLOTS - 1;
 /// Slot value: threads with calls in flight collided here; the syscalls
 /// fall back to the `ACTIVE` lookup. Thread ids stay below 2^22 (`pid_max`
 /// limit), so no thread owns it.
@@ -121,7 +129,31 @@ static ID_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static CONNS: HashMap<ConnKey, ConnInfo> = HashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
 
-/// In-flight SSL call per thread (pid_tgid).
+/// Generation of each `CONNS` slot group as changed by the kernel programs
+/// (see `sessionwatch_common::conn_gen_slot`): bumped with an atomic add
+/// after every insert, removal, or loss recorded on an entry.
+#[map]
+static CONN_KGEN: Array<u32> = Array::with_max_entries(CONN_GEN_SLOTS, 0);
+
+/// Generation of each `CONNS` slot group as changed by user space (its
+/// only writer, after every entry it writes or removes). A separate map:
+/// a user-space update rewrites the whole value and would lose a
+/// concurrent kernel bump.
+#[map]
+static CONN_UGEN: Array<u32> = Array::with_max_entries(CONN_GEN_SLOTS, 0);
+
+/// Per-thread SSL call state, indexed by `tid & CALL_MASK`: the slot belongs to the thread whose `pid_tgid` is in
+/// [`SslCall::owner`]. A thread claims a free slot (owner 0) with one
+/// atomic compare-and-exchange at its first SSL call, keeps it for its
+/// lifetime and frees it at exit/exec, so only the owner ever writes the
+/// rest of the slot and entry and return find their state with an inlined
+/// array access instead of a hash lookup. A thread whose slot is held by
+/// another thread (tids equal modulo `CALL_SLOTS`) uses `ACTIVE` instead.
+#[map]
+static CALLS: Array<SslCall> = Array::with_max_entries(CALL_SLOTS, 0);
+
+/// In-flight SSL call per thread (pid_tgid), for threads whose `CALLS` slot
+/// is owned by another thread.
 #[map]
 static ACTIVE: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
 
@@ -179,6 +211,10 @@ static PROC_ANNOUNCED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536,
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct SslCall {
+    /// `pid_tgid` of the thread owning a `CALLS` slot, 0 when free (unused
+    /// in `ACTIVE` values). Written only by atomic compare-and-exchange
+    /// (claim) and by its owner (release).
+    owner: u64,
     ssl: u64,
     buf: u64,
     /// `size_t *readbytes` / `size_t *written` of the `_ex` variants.
@@ -204,7 +240,14 @@ struct SslCall {
     /// across calls; only ever used to skip a write of the same value.
     last_ssl: u64,
     last_fd: i32,
-    _pad: u32,
+    /// Connection cache, kept across calls: fd `conn_fd` of this process
+    /// had the `CONNS` entry `conn_id` — a server-side (or unknown-role) TLS
+    /// connection, announced, no loss pending — while its generation slot
+    /// read `conn_gen` (`CONN_KGEN << 32 | CONN_UGEN`). A return on the same
+    /// fd with the same generation skips the `CONNS` lookup. -1: empty.
+    conn_fd: i32,
+    conn_id: u64,
+    conn_gen: u64,
 }
 
 #[repr(C)]
@@ -253,6 +296,37 @@ fn count(idx: u32, v: u64) {
     }
 }
 
+/// Bumps the kernel generation of the `CONNS` entry (tgid, fd), after
+/// changing it (see `CONN_KGEN`).
+#[inline(always)]
+fn gen_bump(tgid: u32, fd: i32) {
+    if let Some(p) = CONN_KGEN.get_ptr_mut(conn_gen_slot(tgid, fd as u32)) {
+        // SAFETY: array value pointer valid for this program run; an atomic
+        // add on an aligned u32 (BPF `lock add`).
+        unsafe {
+            let _ = atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, 1);
+        }
+    }
+}
+
+/// Both generations of the `CONNS` entry (tgid, fd): `kernel << 32 | user`.
+#[inline(always)]
+fn gen_read(tgid: u32, fd: i32) -> u64 {
+    let slot = conn_gen_slot(tgid, fd as u32);
+    // SAFETY: array value pointers valid for this program run; aligned
+    // 4-byte loads.
+    let k = match CONN_KGEN.get_ptr(slot) {
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    };
+    // SAFETY: as above.
+    let u = match CONN_UGEN.get_ptr(slot) {
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    };
+    ((k as u64) << 32) | u as u64
+}
+
 /// The `SSL_SLOTS` word of thread `tid`.
 #[inline(always)]
 fn slot(tid: u32) -> Option<*mut u64> {
@@ -299,6 +373,44 @@ fn slot_release(tid: u32) -> Option<i32> {
             Some(low as u32 as i32)
         }
     }
+}
+
+/// Thread `id`'s own `CALLS` slot, if it owns it.
+#[inline(always)]
+fn own_call(id: u64) -> Option<*mut SslCall> {
+    let p = CALLS.get_ptr_mut((id as u32) & CALL_MASK)?;
+    // SAFETY: array value pointer valid for this program run; an aligned
+    // 8-byte load (see `CALLS`).
+    if unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).owner)) } == id {
+        Some(p)
+    } else {
+        None
+    }
+}
+
+/// This thread's in-flight call state: its `CALLS` slot, else its `ACTIVE`
+/// entry.
+#[inline(always)]
+fn my_call(id: u64) -> Option<*mut SslCall> {
+    match own_call(id) {
+        Some(p) => Some(p),
+        None => ACTIVE.get_ptr_mut(id),
+    }
+}
+
+/// Forgets thread `id`'s SSL state (exit, exec).
+#[inline(always)]
+fn forget_thread(id: u64) {
+    if let Some(p) = own_call(id) {
+        // SAFETY: the owner's slot; only the owner (this thread) writes it
+        // until the owner word is cleared, which frees it for others.
+        unsafe {
+            (*p).active = 0;
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).owner), 0);
+        }
+    }
+    let _ = ACTIVE.remove(id);
+    let _ = slot_release(id as u32);
 }
 
 #[inline(always)]
@@ -556,6 +668,9 @@ struct Target {
     conn: *mut ConnInfo,
     conn_id: u64,
     lost_before: u32,
+    /// `conn_id` comes from the thread's connection cache (`conn` is null):
+    /// a loss is recorded with a lookup of the entry.
+    cached: bool,
 }
 
 /// Looks up (and announces) the connection of a data event. `None` means
@@ -572,6 +687,7 @@ fn target(tgid: u32, tid: u32, fd: i32, src: u8, opv: u8, ssl: u64) -> Option<Ta
         conn: core::ptr::null_mut(),
         conn_id: 0,
         lost_before: 0,
+        cached: false,
     };
     if fd < 0 {
         return Some(t);
@@ -731,6 +847,26 @@ fn send_data(t: &Target, buf: u64, n: u64) {
         } else {
             c.lost[1] = lost_now;
         }
+        if !ok {
+            // Threads caching this entry must see the pending loss.
+            gen_bump(tgid, fd);
+        }
+    } else if t.cached && !ok {
+        let key = ConnKey {
+            tgid,
+            fd: fd as u32,
+        };
+        if let Some(p) = CONNS.get_ptr_mut(key) {
+            // SAFETY: map value pointer valid for this program run.
+            let c = unsafe { &mut *p };
+            if c.id == t.conn_id {
+                let i = if opv == op::READ { 0 } else { 1 };
+                if let Some(l) = c.lost.get_mut(i) {
+                    *l = l.saturating_add(orig);
+                }
+            }
+        }
+        gen_bump(tgid, fd);
     }
 }
 
@@ -751,6 +887,7 @@ fn replace_conn(tgid: u32, tid: u32, fd: i32, info: &ConnInfo) {
     if CONNS.insert(key, *info, 0).is_err() {
         count(counter::CONN_TABLE_FULL, 1);
     }
+    gen_bump(tgid, fd);
 }
 
 // ---------------------------------------------------------------------------
@@ -776,8 +913,8 @@ fn ssl_enter(ctx: &ProbeContext, opv: u8, ex: bool) {
     // or execs — the only events that change a process's selection (user
     // space only ever adds to `PIDS`). So a thread with an entry skips the
     // `PIDS` lookup.
-    if let Some(p) = ACTIVE.get_ptr_mut(id) {
-        // SAFETY: map value pointer valid for this program run.
+    if let Some(p) = my_call(id) {
+        // SAFETY: the thread's own slot or map value, valid for this run.
         let a = unsafe { &mut *p };
         if a.active != 0
             && a.ssl == ssl
@@ -809,7 +946,8 @@ fn ssl_enter(ctx: &ProbeContext, opv: u8, ex: bool) {
     if !selected(tgid) {
         return;
     }
-    let call = SslCall {
+    let mut call = SslCall {
+        owner: 0,
         ssl,
         buf,
         len_ptr,
@@ -822,8 +960,34 @@ fn ssl_enter(ctx: &ProbeContext, opv: u8, ex: bool) {
         active: 1,
         last_ssl: 0,
         last_fd: -1,
-        _pad: 0,
+        conn_fd: -1,
+        conn_id: 0,
+        conn_gen: 0,
     };
+    // First call of this thread: claim its `CALLS` slot if free.
+    if let Some(p) = CALLS.get_ptr_mut(tid & CALL_MASK) {
+        // SAFETY: array value pointer valid for this program run; the owner
+        // word is 8-byte aligned and only changed atomically or by its
+        // owner, so a successful exchange makes this thread the only writer
+        // of the slot.
+        // (`bpfel-unknown-none` offers no `AtomicU64::compare_exchange`;
+        // the intrinsic lowers to the BPF `cmpxchg` instruction.)
+        let won = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                core::ptr::addr_of_mut!((*p).owner),
+                0,
+                id,
+            )
+            .1
+        };
+        if won {
+            call.owner = id;
+            // SAFETY: this thread owns the slot now.
+            unsafe { *p = call };
+            slot_claim(tid);
+            return;
+        }
+    }
     if ACTIVE.insert(id, call, 0).is_err() {
         count(counter::SSL_TABLE_FULL, 1);
         return;
@@ -863,10 +1027,10 @@ pub fn sw_ssl_write_ex(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let Some(p) = ACTIVE.get_ptr_mut(id) else {
+    let Some(p) = my_call(id) else {
         return 0;
     };
-    // SAFETY: map value pointer valid for this program run.
+    // SAFETY: the thread's own slot or map value, valid for this run.
     let a = unsafe { &mut *p };
     if a.active == 0 {
         return 0;
@@ -944,10 +1108,49 @@ pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
     }
     if fd < 0 {
         count(counter::TLS_NO_FD, 1);
+        if let Some(t) = target(tgid, tid, fd, source::TLS, call.op, call.ssl) {
+            send_data(&t, call.buf, n);
+        }
+        return 0;
     }
-    if let Some(t) = target(tgid, tid, fd, source::TLS, call.op, call.ssl) {
+    // The connection cache: the same fd as this thread's last capture and
+    // no change of its `CONNS` entry since (generation) — keep-alive
+    // traffic skips the lookup.
+    let generation = gen_read(tgid, fd);
+    if a.conn_fd == fd && a.conn_gen == generation {
+        let t = Target {
+            tgid,
+            tid,
+            src: source::TLS,
+            op: call.op,
+            fd,
+            ssl: call.ssl,
+            conn: core::ptr::null_mut(),
+            conn_id: a.conn_id,
+            // Cached only with no loss pending; a loss since bumped the
+            // generation.
+            lost_before: 0,
+            cached: true,
+        };
         send_data(&t, call.buf, n);
+        return 0;
     }
+    a.conn_fd = -1;
+    let Some(t) = target(tgid, tid, fd, source::TLS, call.op, call.ssl) else {
+        return 0;
+    };
+    if !t.conn.is_null() {
+        // SAFETY: map value pointer from this program run.
+        let c = unsafe { &*t.conn };
+        let steady = conn_flags::TLS | conn_flags::ANNOUNCED;
+        if c.flags & steady == steady && c.lost[0] == 0 && c.lost[1] == 0 {
+            // `target` let it through: not client side, not ignored.
+            a.conn_fd = fd;
+            a.conn_id = c.id;
+            a.conn_gen = generation;
+        }
+    }
+    send_data(&t, call.buf, n);
     0
 }
 
@@ -1040,8 +1243,8 @@ fn io_enter(ctx: &TracePointContext, opv: u8, kind: u8, is_msg: bool, peek: bool
             return;
         }
     }
-    if shared && let Some(p) = ACTIVE.get_ptr_mut(id) {
-        // SAFETY: map value pointer valid for this program run.
+    if shared && let Some(p) = my_call(id) {
+        // SAFETY: the thread's own slot or map value, valid for this run.
         let a = unsafe { &mut *p };
         if a.active != 0 {
             if a.fd < 0 {
@@ -1367,6 +1570,7 @@ pub fn sw_enter_close(ctx: TracePointContext) -> u32 {
         send_close(&c, tgid, id as u32, fd);
     }
     let _ = CONNS.remove(key);
+    gen_bump(tgid, fd);
     0
 }
 
@@ -1432,8 +1636,7 @@ pub fn sw_exec(ctx: TracePointContext) -> u32 {
     let tgid = (id >> 32) as u32;
     // The selection of this process may change: its per-thread SSL state
     // (which also caches "selected", see `ssl_enter`) goes.
-    let _ = ACTIVE.remove(id);
-    let _ = slot_release(id as u32);
+    forget_thread(id);
     let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
     if FILTER_PIDS.load() != 0 {
         // SAFETY: plain u8 value, presence only.
@@ -1494,8 +1697,7 @@ pub fn sw_exit(ctx: TracePointContext) -> u32 {
     let tgid = (id >> 32) as u32;
     let tid = id as u32;
     // Per-thread SSL state: its tid may be reused by another process.
-    let _ = ACTIVE.remove(id);
-    let _ = slot_release(tid);
+    forget_thread(id);
     if tid != tgid {
         // A thread: drop a PIDS entry a fork of it may have added.
         let _ = PIDS.remove(tid);
@@ -1635,6 +1837,9 @@ pub fn sw_floor_min_ret(ctx: RetProbeContext) -> u32 {
     let _ = EVENTS.output::<[u8]>(rec, BPF_RB_NO_WAKEUP);
     0
 }
+
+const _: () = assert!(core::mem::size_of::<SslCall>() == 88);
+const _: () = assert!(CALL_SLOTS.is_power_of_two() && SLOTS.is_power_of_two());
 
 #[cfg(not(test))]
 #[panic_handler]
