@@ -16,13 +16,18 @@
 //! 4. the Prometheus scraper gone bad: scrapers that stop reading and a
 //!    flood of idle connections never stall capture and analysis, the
 //!    endpoint recovers by itself and its file descriptors return to the
-//!    baseline.
+//!    baseline;
+//! 5. a ring buffer too small for the big TLS responses of one keep-alive
+//!    connection: the records lost while the kernel's per-thread connection
+//!    cache serves the connection still become gaps of exactly the lost
+//!    length (bytes + gaps = what nginx sent, to the byte).
 //!
 //! Isolation from other traffic on the machine: each scenario runs its own
 //! copy of the nginx binary under a distinctive name and the agent only
 //! captures processes of that name (`capture.processes`), so the exchange
-//! counts are exact. Ring-buffer overflow (exact gaps, counted) is covered
-//! by `capture_e2e`, Alertmanager outages by `dashboards`.
+//! counts are exact. Ring-buffer overflow on the plain hop (exact gaps,
+//! counted) is covered by `capture_e2e` (5. covers the TLS hop), Alertmanager
+//! outages by `dashboards`.
 //!
 //! Needs root, the embedded eBPF object, nginx, openssl, curl and bpftool;
 //! without them it prints a loud SKIP line (or fails when `CI` or
@@ -202,6 +207,7 @@ impl Lab {
              fastcgi_temp_path {t}/fcgi;\n uwsgi_temp_path {t}/uwsgi;\n scgi_temp_path {t}/scgi;\n\
              server {{\n  listen 127.0.0.1:{port} ssl;\n  server_name faults.test;\n\
              ssl_certificate {d}/cert.pem;\n  ssl_certificate_key {d}/key.pem;\n\
+             location = /big {{ alias {d}/big.bin; default_type application/octet-stream; }}\n\
              location / {{ return 200 \"fault-ok $request_uri\\n\"; }}\n }}\n}}\n",
             t = t.display(),
             d = lab.tmp.path().display(),
@@ -917,4 +923,136 @@ fn stuck_scrapers_never_stall_the_pipeline() {
     expected += lab.curl("after", 10) as u64;
     agent.expect_total("sessionwatch_http_exchanges_total", expected);
     assert_eq!(agent.sum("sessionwatch_capture_lost_total"), 0);
+}
+
+// ---------------------------------------------------------------------------
+// 5. TLS ring-buffer loss on a cached connection.
+
+/// Per connection, what reached the sink toward the client: bytes and gap
+/// lengths.
+#[derive(Default)]
+struct ToClient {
+    tls: std::collections::HashMap<u64, (u64, u64)>,
+}
+
+impl sessionwatch_streams::StreamSink for ToClient {
+    fn on_event(&mut self, e: sessionwatch_streams::StreamEvent<'_>) {
+        use sessionwatch_streams::{Direction, Source, StreamEvent};
+        match e {
+            StreamEvent::Open(m) if m.source == Source::TlsLibrary => {
+                self.tls.entry(m.id.0).or_default();
+            }
+            StreamEvent::Data {
+                conn,
+                dir: Direction::ToClient,
+                bytes,
+                ..
+            } => {
+                if let Some(c) = self.tls.get_mut(&conn.0) {
+                    c.0 += bytes.len() as u64;
+                }
+            }
+            StreamEvent::Gap {
+                conn,
+                dir: Direction::ToClient,
+                len,
+                ..
+            } => {
+                if let Some(c) = self.tls.get_mut(&conn.0) {
+                    c.1 += len;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One keep-alive TLS connection alternating small and 9000-byte responses
+/// against a 4 KiB ring: every big response record is lost (it cannot fit),
+/// on the connection the return program serves from its per-thread cache
+/// (same fd, unchanged generation). The loss must be recorded on the
+/// `CONNS` entry and carried by the next event, so the bytes plus the gaps
+/// the agent emits equal what nginx sent, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ring_loss_on_cached_connection_is_exact() {
+    use sessionwatch::capture::{CaptureConfig, LiveCapture, LossReason};
+    use sessionwatch_streams::Source;
+
+    let Some(tools) = preconditions("tls_ring_loss_on_cached_connection_is_exact") else {
+        return;
+    };
+    let lab = std::sync::Arc::new(Lab::new(tools, "sw-tlsloss", 1));
+    std::fs::write(lab.p("big.bin"), vec![b'z'; 9000]).unwrap();
+    let _nginx = lab.nginx(None);
+    let cfg = CaptureConfig {
+        processes: vec![lab.comm.to_string()],
+        payload_cap: 4096,
+        ring_buffer_size: 4096,
+        ..CaptureConfig::default()
+    };
+    let mut capture = LiveCapture::start(&cfg).unwrap_or_else(|e| panic!("start failed:\n{e}"));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let traffic = std::thread::spawn({
+        let lab = lab.clone();
+        move || {
+            let mut cmd = Command::new(&lab.tools.curl);
+            cmd.args(["-sk", "--http1.1", "--max-time", "30", "--rate", "20/s"])
+                .args([
+                    "--resolve",
+                    &format!("faults.test:{}:127.0.0.1", lab.tls_port),
+                ])
+                .args(["-w", "%{http_code} %{size_header} %{size_download}\\n"]);
+            for i in 0..8 {
+                cmd.args(["-o", "/dev/null"])
+                    .arg(format!("https://faults.test:{}/small/{i}", lab.tls_port))
+                    .args(["-o", "/dev/null"])
+                    .arg(format!("https://faults.test:{}/big", lab.tls_port));
+            }
+            let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output();
+            let _ = done_tx.send(());
+            out
+        }
+    });
+    let mut sink = ToClient::default();
+    capture
+        .run(&mut sink, async {
+            let _ = done_rx.await;
+            // Let the last records drain (the agent reads every 10 ms).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+        .await
+        .expect("capture run");
+    let snap = capture.stats();
+    drop(capture);
+    let out = traffic.join().expect("traffic thread").expect("run curl");
+    let mut sent = 0u64;
+    let mut answered = 0;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [200, head, body] = f[..] {
+            answered += 1;
+            sent += head + body;
+        }
+    }
+    assert_eq!(
+        answered,
+        16,
+        "curl output: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        snap.lost_for(Source::TlsLibrary, LossReason::RingBufferFull) >= 8,
+        "every big response record is lost to the 4 KiB ring"
+    );
+    assert_eq!(sink.tls.len(), 1, "one keep-alive TLS connection captured");
+    let (bytes, gaps) = sink.tls.values().next().copied().unwrap_or_default();
+    assert!(gaps >= 8 * 9000, "lost responses are gaps: {gaps}");
+    assert_eq!(
+        bytes + gaps,
+        sent,
+        "captured bytes {bytes} + gaps {gaps} = bytes nginx sent"
+    );
 }
