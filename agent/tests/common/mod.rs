@@ -376,3 +376,5 @@ pub fn spawn_shop(
         _nginx: nginx,
     }
 }
+
+pub mod container;
