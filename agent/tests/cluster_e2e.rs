@@ -403,96 +403,6 @@ fn two_agents_share_sightings_through_redis() {
     });
 }
 
-/// A private CA, a server certificate for 127.0.0.1 and a client
-/// certificate it signed, as PEM files in `dir`: (ca, server cert, server
-/// key, client cert, client key).
-fn private_ca(dir: &Path) -> [PathBuf; 5] {
-    use std::os::unix::fs::PermissionsExt;
-    let openssl = find_tool("openssl").expect("openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sessionwatch test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    // Version 3 certificates (webpki refuses v1 ones, even as the client's
-    // own certificate), with the usual extensions.
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for who in ["server", "client"] {
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN=redis {who}"),
-            "-keyout",
-            &format!("{who}.key"),
-            "-out",
-            &format!("{who}.csr"),
-        ]);
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-in",
-            &*format!("{who}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &*format!("{who}.pem"),
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-        args.extend(["-extfile".into(), format!("{who}.ext")]);
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        std::fs::set_permissions(
-            dir.join(format!("{who}.key")),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
-    }
-    [
-        "ca.pem",
-        "server.pem",
-        "server.key",
-        "client.pem",
-        "client.key",
-    ]
-    .map(|f| dir.join(f))
-}
-
 /// `rediss://` to a redis-server that only speaks TLS and requires client
 /// certificates from a private CA: with `tls_ca_file`, `tls_cert_file`
 /// and `tls_key_file` the agents share sightings; without the client
@@ -508,7 +418,7 @@ fn two_agents_share_sightings_through_rediss_with_client_certificates() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let [ca, cert, key, client_cert, client_key] = private_ca(dir.path());
+    let [ca, cert, key, client_cert, client_key] = test_ca(dir.path());
     let (plain, tls_port) = (free_port(), free_port());
     let path = |p: &PathBuf| p.to_str().unwrap().to_owned();
     let _redis = start_redis(

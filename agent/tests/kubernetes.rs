@@ -98,16 +98,16 @@ fn name_of(cache: &PodCache, id: &str) -> Option<(String, String, Option<String>
 
 #[test]
 fn lists_watches_counts_errors_and_recovers() {
-    let Some(openssl) = common::find_tool("openssl") else {
+    if common::find_tool("openssl").is_none() {
         common::skip_if_missing("kubernetes", &["openssl"]);
         return;
-    };
+    }
     log();
     let dir = tempfile::tempdir().unwrap();
-    make_certs(&openssl, dir.path());
+    make_certs(dir.path());
     std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
     let api = start_api(dir.path());
-    let sync = PodSync::start(&config(dir.path(), api.port, "ca.crt"), NODE).expect("start");
+    let sync = PodSync::start(&config(dir.path(), api.port, "ca.pem"), NODE).expect("start");
     let cache = sync.cache();
     assert!(sync.wait_synced(Duration::from_secs(15)), "first list");
 
@@ -181,19 +181,19 @@ fn lists_watches_counts_errors_and_recovers() {
 
 #[test]
 fn refuses_a_server_the_ca_did_not_sign() {
-    let Some(openssl) = common::find_tool("openssl") else {
+    if common::find_tool("openssl").is_none() {
         common::skip_if_missing("kubernetes", &["openssl"]);
         return;
-    };
+    }
     log();
     let dir = tempfile::tempdir().unwrap();
-    make_certs(&openssl, dir.path());
+    make_certs(dir.path());
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    make_certs(&openssl, &other);
+    make_certs(&other);
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let api = start_api(dir.path());
-    let sync = PodSync::start(&config(dir.path(), api.port, "other/ca.crt"), NODE).expect("start");
+    let sync = PodSync::start(&config(dir.path(), api.port, "other/ca.pem"), NODE).expect("start");
     let cache = sync.cache();
     wait_for("a counted TLS failure", Duration::from_secs(15), || {
         cache.stats().sync_errors >= 1

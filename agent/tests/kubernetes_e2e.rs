@@ -43,7 +43,7 @@ fn findings_of_a_pod_container_name_pod_namespace_and_app() {
     // --- the API server, with this node's pods: the container's pod ------
     let api_dir = dir.join("api");
     std::fs::create_dir_all(&api_dir).unwrap();
-    k8s_api::make_certs(&tools.openssl, &api_dir);
+    k8s_api::make_certs(&api_dir);
     std::fs::write(api_dir.join("token"), "sw-e2e-token").unwrap();
     let api = k8s_api::FakeApi::start(&api_dir);
     *api.pods.lock().unwrap() = vec![
@@ -67,7 +67,7 @@ fn findings_of_a_pod_container_name_pod_namespace_and_app() {
              token_file = {token:?}\nca_file = {ca:?}\nnode_name = \"{node}\"\n",
             port = api.port,
             token = api_dir.join("token"),
-            ca = api_dir.join("ca.crt"),
+            ca = api_dir.join("ca.pem"),
             node = k8s_api::NODE,
         ),
     )

@@ -377,4 +377,96 @@ pub fn spawn_shop(
     }
 }
 
+/// A private CA (`ca.pem`), a server certificate for 127.0.0.1 and
+/// localhost (`server.pem`, `server.key`) and a client certificate
+/// (`client.pem`, `client.key`) it signed, as PEM files in `dir`: what the
+/// TLS tests trust and present (webpki refuses a self-signed CA certificate
+/// as a server's own). Keys are mode 0600. Panics when openssl fails.
+pub fn test_ca(dir: &Path) -> [PathBuf; 5] {
+    use std::os::unix::fs::PermissionsExt;
+    let openssl = find_tool("openssl").expect("openssl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sessionwatch test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    // Version 3 certificates (webpki refuses v1 ones, even as the client's
+    // own certificate), with the usual extensions.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN=redis {who}"),
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+        ]);
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &*format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &*format!("{who}.pem"),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(["-extfile".into(), format!("{who}.ext")]);
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        std::fs::set_permissions(
+            dir.join(format!("{who}.key")),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ]
+    .map(|f| dir.join(f))
+}
+
 pub mod container;

@@ -14,67 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const NODE: &str = "node-sw-test";
 
-/// A CA and a server certificate for 127.0.0.1 signed by it (webpki does
-/// not accept a self-signed CA certificate as the server's own).
-pub fn make_certs(openssl: &Path, dir: &Path) {
-    let run = |args: &[&str]| {
-        let st = std::process::Command::new(openssl)
-            .args(args)
-            .current_dir(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "openssl {args:?} failed");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sw-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=kubernetes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.crt",
-    ]);
+/// The test CA (`ca.pem`) and the server certificate for 127.0.0.1
+/// (`server.pem`, `server.key`) in `dir`: [`crate::common::test_ca`].
+pub fn make_certs(dir: &Path) {
+    crate::common::test_ca(dir);
 }
 
 fn status(name: &str, id: &str) -> serde_json::Value {
@@ -131,7 +74,7 @@ impl FakeApi {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(dir.join("server.crt"))
+            CertificateDer::pem_file_iter(dir.join("server.pem"))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
