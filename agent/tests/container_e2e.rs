@@ -21,11 +21,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::container::{container_tools, curl_ok, start_namespaced_nginx};
+use common::container::{container_tools, start_namespaced_nginx};
 use common::*;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The copied nginx binary's name: the processes' `comm`, so the agent can
 /// be restricted to them while other tests run nginx on the same machine.
@@ -37,7 +37,7 @@ fn agent_captures_a_namespaced_nginx_with_its_own_libssl() {
         return;
     };
     let ctr = start_namespaced_nginx(&tools, COMM, "ctr.test", "container-e2e");
-    let (dir, id, tls_port) = (ctr.dir.clone(), ctr.id.clone(), ctr.tls_port);
+    let (dir, id) = (ctr.dir.clone(), ctr.id.clone());
     let (libssl_in, libssl_ino) = (ctr.libssl_in.clone(), ctr.libssl_ino);
     let admin_port = free_port();
 
@@ -82,48 +82,7 @@ fn agent_captures_a_namespaced_nginx_with_its_own_libssl() {
         c.arg("--alerts").arg(&findings);
     });
 
-    let url = |p: &str| format!("https://ctr.test:{tls_port}{p}");
-    let resolve = format!("ctr.test:{tls_port}:127.0.0.1");
-    let jar = dir.join("jar");
-    let jar = jar.to_str().unwrap();
-    let victim = |extra: &[&str], path: &str| {
-        let mut args = vec![
-            "--interface",
-            "127.0.0.2",
-            "-A",
-            FIREFOX,
-            "-c",
-            jar,
-            "-b",
-            jar,
-            "--resolve",
-            &resolve,
-        ];
-        args.extend_from_slice(extra);
-        let u = url(path);
-        args.push(&u);
-        curl_ok(&tools.curl, &args);
-    };
-    victim(&[], "/");
-    victim(&["-d", "username=alice&password=secret"], "/login");
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let finding = loop {
-        let text = std::fs::read_to_string(&findings).unwrap_or_default();
-        if let Some(f) = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|f| f["detector"] == "no_rotation_after_login")
-        {
-            break f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no finding after 20 s: {text}\nagent log:\n{}",
-            std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let finding = ctr.victim_login_without_rotation(&tools.curl, "ctr.test", &findings);
     assert_eq!(
         finding["container"]["id"], id,
         "the finding names the container: {finding}"

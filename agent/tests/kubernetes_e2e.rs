@@ -20,11 +20,11 @@
 
 mod common;
 mod k8s_api;
-use common::container::{container_tools, curl_ok, start_namespaced_nginx};
+use common::container::{container_tools, start_namespaced_nginx};
 use common::*;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The copied nginx binary's name: the processes' `comm`, so the agent can
 /// be restricted to them while other tests run nginx on the same machine.
@@ -36,7 +36,7 @@ fn findings_of_a_pod_container_name_pod_namespace_and_app() {
         return;
     };
     let ctr = start_namespaced_nginx(&tools, COMM, "k8s.test", "kubernetes-e2e");
-    let (dir, id, pod_uid, tls_port) = (ctr.dir.clone(), ctr.id.clone(), ctr.pod_uid, ctr.tls_port);
+    let (dir, id, pod_uid) = (ctr.dir.clone(), ctr.id.clone(), ctr.pod_uid);
     let (libssl_in, libssl_ino) = (ctr.libssl_in.clone(), ctr.libssl_ino);
     let admin_port = free_port();
 
@@ -105,48 +105,7 @@ fn findings_of_a_pod_container_name_pod_namespace_and_app() {
         c.arg("--alerts").arg(&findings);
     });
 
-    let url = |p: &str| format!("https://k8s.test:{tls_port}{p}");
-    let resolve = format!("k8s.test:{tls_port}:127.0.0.1");
-    let jar = dir.join("jar");
-    let jar = jar.to_str().unwrap();
-    let victim = |extra: &[&str], path: &str| {
-        let mut args = vec![
-            "--interface",
-            "127.0.0.2",
-            "-A",
-            FIREFOX,
-            "-c",
-            jar,
-            "-b",
-            jar,
-            "--resolve",
-            &resolve,
-        ];
-        args.extend_from_slice(extra);
-        let u = url(path);
-        args.push(&u);
-        curl_ok(&tools.curl, &args);
-    };
-    victim(&[], "/");
-    victim(&["-d", "username=alice&password=secret"], "/login");
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let finding = loop {
-        let text = std::fs::read_to_string(&findings).unwrap_or_default();
-        if let Some(f) = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|f| f["detector"] == "no_rotation_after_login")
-        {
-            break f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no finding after 20 s: {text}\nagent log:\n{}",
-            std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let finding = ctr.victim_login_without_rotation(&tools.curl, "k8s.test", &findings);
     assert_eq!(
         finding["container"]["id"], id,
         "the finding names the container: {finding}"

@@ -428,6 +428,60 @@ pub fn start_namespaced_nginx(
 }
 
 impl NamespacedNginx {
+    /// A victim at 127.0.0.2 (Firefox) visits `/` through this nginx as
+    /// `host`, then logs in on the same session (the app never rotates it);
+    /// returns the agent's `no_rotation_after_login` finding from
+    /// `findings` (JSON lines), waiting up to 20 s. Panics with the agent's
+    /// log (`<dir>/agent.err`) when none comes.
+    pub fn victim_login_without_rotation(
+        &self,
+        curl: &Path,
+        host: &str,
+        findings: &Path,
+    ) -> serde_json::Value {
+        let resolve = format!("{host}:{}:127.0.0.1", self.tls_port);
+        let jar = self.dir.join("jar");
+        let jar = jar.to_str().unwrap();
+        for (extra, path) in [
+            (&[][..], "/"),
+            (&["-d", "username=alice&password=secret"][..], "/login"),
+        ] {
+            let url = format!("https://{host}:{}{path}", self.tls_port);
+            let mut args = vec![
+                "--interface",
+                "127.0.0.2",
+                "-A",
+                FIREFOX,
+                "-c",
+                jar,
+                "-b",
+                jar,
+                "--resolve",
+                &resolve,
+            ];
+            args.extend_from_slice(extra);
+            args.push(&url);
+            curl_ok(curl, &args);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(findings).unwrap_or_default();
+            if let Some(f) = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|f| f["detector"] == "no_rotation_after_login")
+            {
+                return f;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no finding after 20 s: {text}\nagent log:\n{}",
+                std::fs::read_to_string(self.dir.join("agent.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Stops the container and asserts its cgroup is gone.
     pub fn stop(mut self) {
         self.cgroup.kill_all();
