@@ -16,13 +16,22 @@
 //! process filter or counters. Its run time is the floor of the design, shown
 //! beside the agent's.
 //!
+//! A fourth set adds to the minimal capture an empty program
+//! (`sw_floor_sys_tp`) on every `syscalls:sys_enter_*`/`sys_exit_*`
+//! tracepoint the agent attaches by default: the cost of attributing TLS
+//! data to its socket at the syscall layer, which this kernel offers only
+//! through tracepoints (no kprobes; fentry programs are refused with EPERM).
+//! An enabled syscall tracepoint sends every syscall of every process
+//! through the kernel's traced slow path and fills a perf trace record
+//! before the program runs, so most of that cost is not BPF run time.
+//!
 //! Never used by `sessionwatch run`.
 
 use std::path::Path;
 
 use aya::maps::{MapData, RingBuf};
-use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::CaptureError;
@@ -42,6 +51,10 @@ pub enum FloorSites {
     /// drained ([`EmptyProbes::drain`]) or the ring fills and the programs
     /// stop doing the work they measure.
     AgentMinimal,
+    /// [`FloorSites::AgentMinimal`] plus an empty program on each syscall
+    /// tracepoint `sessionwatch run` attaches by default (same syscalls,
+    /// every process): the floor of uprobe capture with fd attribution.
+    AgentMinimalSyscalls,
 }
 
 /// Loaded and attached empty probes; detached when dropped.
@@ -78,7 +91,7 @@ impl EmptyProbes {
         // Only the two empty programs are loaded, but every map of the
         // object is created: keep the big ones minimal.
         let ring_size = match sites {
-            FloorSites::AgentMinimal => 8 << 20,
+            FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls => 8 << 20,
             _ => 4096,
         };
         let mut ebpf = EbpfLoader::new()
@@ -93,10 +106,13 @@ impl EmptyProbes {
             Symbol(&'static str),
         }
         let locations: Vec<Site> = match (sites, internal_sites(library)) {
-            (FloorSites::Agent | FloorSites::AgentMinimal, Some(s)) => {
+            (
+                FloorSites::Agent | FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls,
+                Some(s),
+            ) => {
                 vec![Site::Offset(s.read), Site::Offset(s.write)]
             }
-            (FloorSites::AgentMinimal, None) => {
+            (FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls, None) => {
                 return Err(CaptureError::Load(format!(
                     "{}: no internal read/write sites for the minimal-capture floor",
                     library.display()
@@ -108,7 +124,9 @@ impl EmptyProbes {
                 .collect(),
         };
         let programs = match sites {
-            FloorSites::AgentMinimal => ["sw_floor_min", "sw_floor_min_ret"],
+            FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls => {
+                ["sw_floor_min", "sw_floor_min_ret"]
+            }
             _ => ["sw_floor", "sw_floor_ret"],
         };
         let mut points = Vec::new();
@@ -141,8 +159,27 @@ impl EmptyProbes {
                 points.push(format!("{prog}@{label}"));
             }
         }
+        if sites == FloorSites::AgentMinimalSyscalls {
+            let prog = "sw_floor_sys_tp";
+            let tp: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| CaptureError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| CaptureError::Load(e.to_string()))?;
+            tp.load()
+                .map_err(|e| CaptureError::Load(format!("{prog}: {e}")))?;
+            for (category, name) in super::live::default_syscall_tracepoints() {
+                tp.attach(category, name)
+                    .map_err(|e| CaptureError::Attach {
+                        program: prog.to_owned(),
+                        target: format!("{category}:{name}"),
+                        error: e.to_string(),
+                    })?;
+                points.push(format!("{prog}@{category}:{name}"));
+            }
+        }
         let ring = match sites {
-            FloorSites::AgentMinimal => {
+            FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls => {
                 let map = ebpf
                     .take_map("EVENTS")
                     .ok_or_else(|| CaptureError::Load("map EVENTS missing".into()))?;

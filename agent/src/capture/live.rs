@@ -81,6 +81,15 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sw_exec", "sched", "sched_process_exec"),
     ("sw_exit", "sched", "sched_process_exit"),
 ];
+/// The `syscalls` tracepoints of [`TRACEPOINTS`] (those `sessionwatch run`
+/// attaches without `capture.plain_ports`): the sites of the syscall floor
+/// of `cargo xtask bench hooks` ([`super::FloorSites::AgentMinimalSyscalls`]).
+pub(crate) fn default_syscall_tracepoints() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TRACEPOINTS
+        .iter()
+        .filter(|(_, category, _)| *category == "syscalls")
+        .map(|&(_, category, name)| (category, name))
+}
 /// Attached only with `capture.plain_ports`.
 const TRACEPOINTS_PLAIN: &[(&str, &str, &str)] = &[
     ("sw_enter_sendfile", "syscalls", "sys_enter_sendfile64"),

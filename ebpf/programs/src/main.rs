@@ -1748,6 +1748,15 @@ pub fn sw_floor_ret(_ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Empty syscall tracepoint program: attached by `cargo xtask bench hooks`
+/// on the agent's `syscalls:*` tracepoints, it measures what attributing
+/// TLS data to a socket at the syscall layer costs before any work (the
+/// traced syscall path and the trace record), see `sw_floor`.
+#[tracepoint]
+pub fn sw_floor_sys_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 /// In-flight call per thread of the minimal capture floor (`sw_floor_min`).
 #[map]
 static FLOOR_CALLS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(1024, 0);
