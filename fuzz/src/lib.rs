@@ -77,19 +77,19 @@ impl ExchangeSink for CheckingSink {
         // regular fields the bound keeps.
         let cookie = usize::from(ex.protocol == Protocol::Http2);
         assert!(
-            ex.request.headers.0.len() <= self.max_headers + cookie,
+            ex.request.headers.len() <= self.max_headers + cookie,
             "request with {} header fields, limit {}",
-            ex.request.headers.0.len(),
+            ex.request.headers.len(),
             self.max_headers
         );
-        for h in &ex.request.headers.0 {
+        for (name, _) in ex.request.headers.iter() {
             assert!(
-                !h.name.bytes().any(|b| b.is_ascii_uppercase()),
+                !name.bytes().any(|b| b.is_ascii_uppercase()),
                 "header names are lower-cased"
             );
         }
         if let Some(resp) = &ex.response {
-            assert!(resp.headers.0.len() <= self.max_headers);
+            assert!(resp.headers.len() <= self.max_headers);
             // 101 is the final response of an upgrade; other 1xx are
             // interim and skipped.
             assert!(

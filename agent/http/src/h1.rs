@@ -84,7 +84,7 @@ use sessionwatch_streams::{
 };
 
 use crate::h2::{self, H2Conn, H2Limits};
-use crate::{Exchange, ExchangeSink, Header, Headers, HttpStats, Protocol, Request, Response};
+use crate::{Exchange, ExchangeSink, Headers, HttpStats, Protocol, Request, Response};
 
 /// Hard upper bound on [`Limits::max_headers`] (the size of the on-stack
 /// header array handed to httparse).
@@ -563,17 +563,13 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 fn owned_headers(hs: &[httparse::Header<'_>], info: &mut BodyInfo) -> Headers {
-    let mut out = Vec::with_capacity(hs.len());
+    let bytes = hs.iter().map(|h| trim(h.value).len()).sum();
+    let mut out = Headers::with_capacity(hs.len(), bytes);
     for h in hs {
         info.observe(h.name, h.value);
-        // Well-known names are static; other names and every value take
-        // one exact-size allocation.
-        out.push(Header {
-            name: crate::header_name(h.name),
-            value: trim(h.value).into(),
-        });
+        out.push_named(crate::header_name(h.name), trim(h.value));
     }
-    Headers(out)
+    out
 }
 
 /// A parsed head, owned.

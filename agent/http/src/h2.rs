@@ -75,11 +75,12 @@
 //! becomes complete as the peers' encoders re-insert what they use, or at
 //! once after a size update to 0, or on the next connection.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use sessionwatch_streams::{ConnectionMeta, Timestamp};
 
-use crate::{Exchange, ExchangeSink, Header, Headers, HttpStats, Protocol, Request, Response};
+use crate::{Exchange, ExchangeSink, Headers, HttpStats, Protocol, Request, Response};
 
 pub mod hpack;
 mod tables;
@@ -451,7 +452,7 @@ impl Fields {
             c.extend_from_slice(value);
             return;
         }
-        if self.headers.0.len() >= limits.max_headers {
+        if self.headers.len() >= limits.max_headers {
             self.dropped = true;
             return;
         }
@@ -465,10 +466,7 @@ impl Fields {
             self.dropped = true;
             return;
         }
-        self.headers.0.push(Header {
-            name: crate::header_name(n),
-            value: value.into(),
-        });
+        self.headers.push_named(crate::header_name(n), value);
     }
 
     /// The regular fields, with the joined cookie in the place of the
@@ -476,10 +474,7 @@ impl Fields {
     /// significant for cookies).
     fn into_headers(mut self) -> Headers {
         if let Some(c) = self.cookie.take() {
-            self.headers.0.push(Header {
-                name: "cookie".into(),
-                value: c.into_boxed_slice(),
-            });
+            self.headers.push_named(Cow::Borrowed("cookie"), &c);
         }
         self.headers
     }
@@ -1112,8 +1107,7 @@ fn request_size(r: &Request) -> usize {
         + r.target.len()
         + r.host.as_ref().map_or(0, |h| h.len())
         + r.headers
-            .0
             .iter()
-            .map(|h| h.name.len() + h.value.len())
+            .map(|(name, value)| name.len() + value.len())
             .sum::<usize>()
 }

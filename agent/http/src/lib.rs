@@ -34,29 +34,58 @@ impl Protocol {
     }
 }
 
-/// One header field. Names are lower-cased ASCII; values are raw bytes
-/// (header values are not guaranteed UTF-8, and cookies must round-trip).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    /// Lower-cased header name. Well-known names (see [`header_name`]) are
-    /// borrowed from a static table, so the common head costs no allocation
-    /// per name; any other name is owned.
-    pub name: Cow<'static, str>,
-    /// Raw value, without surrounding whitespace.
-    pub value: Box<[u8]>,
-}
-
 /// The header fields of a message head, in wire order.
+///
+/// Names are lower-cased ASCII; values are raw bytes (header values are not
+/// guaranteed UTF-8, and cookies must round-trip), without surrounding
+/// whitespace. Every value of a head lives in one buffer, back to back, so a
+/// parsed head costs two allocations however many fields it has, rather
+/// than one per value; well-known names (see [`header_name`]) are borrowed
+/// from a static table.
 ///
 /// Bounded by the parser (see [`h1::Limits`]): a head with more fields or
 /// bigger values than the limits is counted as a parse error, not stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(pub Vec<Header>);
+pub struct Headers {
+    /// Every value, back to back, in field order.
+    values: Vec<u8>,
+    /// Name of each field and where its value ends in `values` (it starts
+    /// where the previous one ends).
+    fields: Vec<(Cow<'static, str>, usize)>,
+}
 
 impl Headers {
+    /// Empty, with room for `fields` fields and `value_bytes` bytes of values.
+    pub fn with_capacity(fields: usize, value_bytes: usize) -> Headers {
+        Headers {
+            values: Vec::with_capacity(value_bytes),
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// No field at all.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Every field as `(lower-case name, value)`, in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        let mut start = 0;
+        self.fields.iter().map(move |(name, end)| {
+            let value = self.values.get(start..*end).unwrap_or_default();
+            start = *end;
+            (&**name, value)
+        })
+    }
+
     /// First value of `name` (lower-case).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|h| &*h.name == name).map(|h| &*h.value)
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// First value of `name` as UTF-8 (lossy characters are rejected: `None`).
@@ -66,18 +95,18 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| &*h.name == name)
-            .map(|h| &*h.value)
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// Appends a field.
+    /// Appends a field; `name` is lower-cased (and interned when well known).
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.0.push(Header {
-            name: header_name(name),
-            value: value.into(),
-        });
+        self.push_named(header_name(name), value);
+    }
+
+    /// Appends a field whose name is already lower-case.
+    pub(crate) fn push_named(&mut self, name: Cow<'static, str>, value: &[u8]) {
+        self.values.extend_from_slice(value);
+        self.fields.push((name, self.values.len()));
     }
 }
 
@@ -142,13 +171,21 @@ const WELL_KNOWN: [&[&str]; 28] = [
 /// a well-known name (compared ASCII case-insensitively, so `Content-Type`
 /// and `content-type` both hit), an owned lower-case copy otherwise.
 pub fn header_name(raw: &str) -> Cow<'static, str> {
-    WELL_KNOWN
-        .get(raw.len())
-        .and_then(|c| c.iter().find(|k| k.eq_ignore_ascii_case(raw)))
-        .map_or_else(
-            || Cow::Owned(raw.to_ascii_lowercase()),
-            |k| Cow::Borrowed(*k),
-        )
+    // Lower-case the name once into a stack buffer, then compare the few
+    // candidates of its length byte for byte: a per-candidate
+    // case-insensitive compare lower-cases the name again for each one.
+    let mut lower = [0u8; WELL_KNOWN.len()];
+    let hit = WELL_KNOWN.get(raw.len()).and_then(|candidates| {
+        let lower = lower.get_mut(..raw.len())?;
+        for (l, b) in lower.iter_mut().zip(raw.bytes()) {
+            *l = b.to_ascii_lowercase();
+        }
+        candidates.iter().find(|k| k.as_bytes() == &*lower)
+    });
+    match hit {
+        Some(k) => Cow::Borrowed(*k),
+        None => Cow::Owned(raw.to_ascii_lowercase()),
+    }
 }
 
 /// A request head.

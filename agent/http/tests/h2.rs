@@ -158,7 +158,12 @@ fn check_login(d: &Driver) {
         Some(&b"csrftoken=abc; theme=dark"[..])
     );
     assert_eq!(e.request.headers.get_all("cookie").count(), 1);
-    assert!(e.request.headers.0.iter().all(|h| !h.name.starts_with(':')));
+    assert!(
+        e.request
+            .headers
+            .iter()
+            .all(|(name, _)| !name.starts_with(':'))
+    );
     assert_eq!(e.request.headers.get_str("user-agent"), Some("test/1"));
     let r = e.response.as_ref().expect("response");
     assert_eq!(r.status, 302);
@@ -830,7 +835,7 @@ fn bounds_on_streams_and_header_blocks() {
     d.open(1).req(1, 1, &c).close(1, 2);
     let ex = d.exchanges();
     assert_eq!(ex.len(), 1);
-    assert_eq!(ex[0].request.headers.0.len(), 4); // a, b, c + joined cookie
+    assert_eq!(ex[0].request.headers.len(), 4); // a, b, c + joined cookie
     assert_eq!(ex[0].request.headers.get("cookie"), Some(&b"s=1"[..]));
     assert_eq!(err(&d, "too_many_headers"), 1);
 }
