@@ -27,8 +27,9 @@ use crate::finding::{
 };
 use crate::hash::{HashKey, SessionHash, SessionHasher};
 use crate::learning::{CandidateReport, LearnStats, LearnedCookie, Learner, Observation};
+use crate::route::RouteMemo;
 use crate::service::{ServiceResolver, bare_host};
-use crate::settings::{ConfigError, Settings};
+use crate::settings::{ConfigError, Routes, Settings};
 use crate::shared::{Attribution, Change, SharedFp, SharedSightings};
 use crate::stats::{AnalysisStats, ServiceStats};
 use crate::store::{
@@ -67,6 +68,8 @@ pub struct Analyzer {
     /// Session-cookie learning (`sessions.learn_cookie_names`).
     learner: Learner,
     ua: UaTable,
+    /// `[routes]` classification of recent request lines.
+    route_memo: RouteMemo<RouteFlags>,
     /// Sightings shared with other agents (`[cluster]`); `None` = this
     /// node's table only.
     shared: Option<Box<dyn SharedSightings>>,
@@ -128,6 +131,7 @@ impl Analyzer {
             services,
             learner: Learner::new(settings.learning),
             ua: UaTable::default(),
+            route_memo: RouteMemo::default(),
             shared: None,
             stats,
             limits: CookieLimits::default(),
@@ -220,19 +224,10 @@ impl Analyzer {
         &mut self.stats.services[usize::from(id)]
     }
 
-    fn classify_routes(&self, method: &str, path: &str) -> RouteFlags {
+    fn classify_routes(&mut self, method: &str, path: &str) -> RouteFlags {
         let r = &self.settings.routes;
-        let (login, login_page) = r.login.matches_both(method, path);
-        let (logout, logout_page) = r.logout.matches_both(method, path);
-        let page = login_page || logout_page;
-        RouteFlags {
-            login,
-            logout,
-            privilege: r.privilege.matches(method, path),
-            sensitive: r.sensitive.matches(method, path),
-            reauth: r.reauth.matches(method, path),
-            ignored: r.ignore.matches(method, path) || (page && !login && !logout),
-        }
+        self.route_memo
+            .get_or(method, path, || classify_routes(r, method, path))
     }
 
     /// A 3xx whose `Location` points at a login route (any method): the
@@ -1056,6 +1051,21 @@ fn add_presented<'a>(
 /// Accepted uses are shared once per this much event time per session
 /// (`idle_timeout / 4`, at least 1 s): coarse enough to never be a write per
 /// request, fine enough for idle-timeout judgement across nodes.
+/// The `[routes]` classes of `method` and `path` (no query).
+fn classify_routes(r: &Routes, method: &str, path: &str) -> RouteFlags {
+    let (login, login_page) = r.login.matches_both(method, path);
+    let (logout, logout_page) = r.logout.matches_both(method, path);
+    let page = login_page || logout_page;
+    RouteFlags {
+        login,
+        logout,
+        privilege: r.privilege.matches(method, path),
+        sensitive: r.sensitive.matches(method, path),
+        reauth: r.reauth.matches(method, path),
+        ignored: r.ignore.matches(method, path) || (page && !login && !logout),
+    }
+}
+
 fn publish_granularity(settings: &Settings) -> std::time::Duration {
     (settings.policy.idle_timeout / 4).max(std::time::Duration::from_secs(1))
 }

@@ -328,4 +328,116 @@ mod tests {
         ));
         assert!(RoutePattern::parse("* *.css").is_ok());
     }
+
+    #[test]
+    fn memo_returns_each_key_its_own_value() {
+        let mut memo = RouteMemo::<u64>::default();
+        let mut computed = 0;
+        // Far more distinct keys than slots: every slot is replaced many
+        // times over, and every answer must still be the key's own.
+        let value_of =
+            |m: &str, p: &str| (m.len() as u64) << 32 | p.bytes().map(u64::from).sum::<u64>();
+        for round in 0..2 {
+            for i in 0..(4 * MEMO_SLOTS) {
+                let path = format!("/p/{i}");
+                for m in ["GET", "POST"] {
+                    let got = memo.get_or(m, &path, || {
+                        computed += 1;
+                        value_of(m, &path)
+                    });
+                    assert_eq!(got, value_of(m, &path), "round {round} {m} {path}");
+                }
+            }
+        }
+        assert!(computed > 8 * MEMO_SLOTS, "evicted keys are computed again");
+        // A hot key is computed once.
+        let before = computed;
+        for _ in 0..100 {
+            memo.get_or("GET", "/hot", || {
+                computed += 1;
+                1
+            });
+        }
+        assert_eq!(computed, before + 1);
+        // Keys longer than a slot holds are never remembered.
+        let long = format!("/{}", "x".repeat(MEMO_KEY_MAX));
+        for _ in 0..3 {
+            memo.get_or("GET", &long, || {
+                computed += 1;
+                2
+            });
+        }
+        assert_eq!(computed, before + 4);
+    }
+}
+
+/// Longest `METHOD path` key [`RouteMemo`] remembers; longer requests are
+/// classified every time.
+const MEMO_KEY_MAX: usize = 96;
+/// Slots of [`RouteMemo`] (a power of two).
+const MEMO_SLOTS: usize = 1024;
+
+/// A remembered classification: the exact key it was computed for.
+#[derive(Clone)]
+struct MemoSlot<T> {
+    len: u8,
+    key: [u8; MEMO_KEY_MAX],
+    value: T,
+}
+
+/// Classifications of recent `(method, path)` pairs, so the `[routes]`
+/// patterns (about 25 by default, each a prefix, suffix and `memmem` test)
+/// run once per distinct request line rather than once per exchange.
+///
+/// Direct-mapped and fixed in size (about 100 KiB): a pair maps to one
+/// slot by a per-process seeded hash and replaces whatever was there, so
+/// memory never grows and hostile paths can only cost the patterns' own
+/// work. A hit compares the whole stored key, never just the hash: a
+/// collision cannot hand one path another's classification.
+pub struct RouteMemo<T> {
+    slots: Box<[Option<MemoSlot<T>>]>,
+    seed: foldhash::fast::RandomState,
+}
+
+impl<T: Copy> Default for RouteMemo<T> {
+    fn default() -> Self {
+        RouteMemo {
+            slots: vec![None; MEMO_SLOTS].into_boxed_slice(),
+            seed: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<T: Copy> RouteMemo<T> {
+    /// The value for `method` and `path`: remembered, or computed by
+    /// `classify` and remembered.
+    pub fn get_or(&mut self, method: &str, path: &str, classify: impl FnOnce() -> T) -> T {
+        let len = method.len() + 1 + path.len();
+        if len > MEMO_KEY_MAX {
+            return classify();
+        }
+        let mut key = [0u8; MEMO_KEY_MAX];
+        key[..method.len()].copy_from_slice(method.as_bytes());
+        key[method.len()] = b' ';
+        key[method.len() + 1..len].copy_from_slice(path.as_bytes());
+        let key_bytes = &key[..len];
+        let at =
+            (std::hash::BuildHasher::hash_one(&self.seed, key_bytes) as usize) & (MEMO_SLOTS - 1);
+        let Some(slot) = self.slots.get_mut(at) else {
+            return classify();
+        };
+        if let Some(s) = slot
+            && usize::from(s.len) == len
+            && s.key[..len] == *key_bytes
+        {
+            return s.value;
+        }
+        let value = classify();
+        *slot = Some(MemoSlot {
+            len: len as u8,
+            key,
+            value,
+        });
+        value
+    }
 }

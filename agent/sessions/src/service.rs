@@ -14,7 +14,10 @@ use crate::stats::MAX_SERVICES;
 /// Host without port and trailing dot (`Shop.Example:443` → `Shop.Example`;
 /// `[::1]:8080` → `::1`). Case is kept; comparisons ignore it.
 pub fn bare_host(host: &str) -> &str {
-    let h = host.trim();
+    // ASCII trim: HTTP's optional whitespace is SP and HTAB (RFC 9110
+    // §5.6.3); `str::trim` would decode every character for Unicode
+    // whitespace, and this runs twice per exchange.
+    let h = host.trim_ascii();
     let h = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
