@@ -20,7 +20,7 @@ use crate::cookie::{CookieLimits, parse_cookie_header, parse_set_cookie, unquote
 use crate::cookie_date::parse_cookie_date;
 use crate::detectors::{
     self, Detector, Effect, Hit, Hits, IdSource, Issued, Outcome, Presented, RawId, RouteFlags,
-    View,
+    View, first_seen_ids,
 };
 use crate::finding::{
     Finding, FindingClient, FindingContainer, FindingRequest, FindingSink, Severity,
@@ -490,6 +490,7 @@ impl Analyzer {
 
         // Detectors.
         let host = req.host.as_deref().map(bare_host);
+        let first_seen = first_seen_ids(&issued, &presented, outcome);
         let hits = {
             let view = View {
                 ex,
@@ -506,6 +507,7 @@ impl Analyzer {
                 host,
                 presented: &presented,
                 issued: &issued,
+                first_seen: &first_seen,
             };
             let mut hits = Hits {
                 list: Vec::new(),

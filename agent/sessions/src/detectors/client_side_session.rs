@@ -22,12 +22,13 @@ impl Detector for ClientSideSession {
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
-        for (hash, cookie, name, raw) in v.first_seen_ids() {
-            let scope = Scope::Cookie(cookie);
+        for f in v.first_seen {
+            let (hash, name) = (f.hash, f.name);
+            let scope = Scope::Cookie(f.cookie);
             if !out.wants(self.id(), scope) {
                 continue;
             }
-            let Some(cs) = raw.client_side() else {
+            let Some(cs) = f.client_side() else {
                 continue;
             };
             let severity = if cs.unsigned() {

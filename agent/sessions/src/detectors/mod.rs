@@ -12,6 +12,7 @@
 //! Detectors never see a raw session ID except through [`RawId`], which has
 //! no `Debug`/`Display` and only offers the per-ID estimates.
 
+use std::cell::OnceCell;
 use std::str::FromStr;
 
 use serde_json::{Map, Value};
@@ -211,6 +212,75 @@ impl<'a> RawId<'a> {
     }
 }
 
+/// A session ID an exchange shows for the first time: what several
+/// detectors judge from its raw bytes (strength, client-side format) is
+/// derived at most once, on first use.
+pub struct FirstSeen<'a> {
+    /// Keyed hash.
+    pub hash: SessionHash,
+    /// Session-cookie index.
+    pub cookie: u8,
+    /// Cookie or parameter name.
+    pub name: &'a str,
+    /// The raw ID.
+    pub raw: RawId<'a>,
+    estimate: OnceCell<IdEstimate>,
+    client_side: OnceCell<Option<ClientSide>>,
+}
+
+impl<'a> FirstSeen<'a> {
+    fn new(hash: SessionHash, cookie: u8, name: &'a str, raw: RawId<'a>) -> FirstSeen<'a> {
+        FirstSeen {
+            hash,
+            cookie,
+            name,
+            raw,
+            estimate: OnceCell::new(),
+            client_side: OnceCell::new(),
+        }
+    }
+
+    /// [`RawId::estimate`], computed once.
+    pub fn estimate(&self) -> &IdEstimate {
+        self.estimate.get_or_init(|| self.raw.estimate())
+    }
+
+    /// [`RawId::client_side`], computed once.
+    pub fn client_side(&self) -> Option<&ClientSide> {
+        self.client_side
+            .get_or_init(|| self.raw.client_side())
+            .as_ref()
+    }
+}
+
+/// IDs seen for the first time in this exchange that the server stands
+/// behind: newly issued ones, and unknown presented ones it accepted
+/// (issued before we watched, or adopted). Attacker-supplied IDs that
+/// the server rejects are not included (they say nothing about the
+/// server's generator).
+pub fn first_seen_ids<'a>(
+    issued: &[Issued<'a>],
+    presented: &[Presented<'a>],
+    outcome: Outcome,
+) -> Vec<FirstSeen<'a>> {
+    let mut out: Vec<FirstSeen<'a>> = Vec::new();
+    for i in issued.iter().filter(|i| i.is_live() && i.record.is_none()) {
+        if let Some(h) = i.hash
+            && !out.iter().any(|o| o.hash == h)
+        {
+            out.push(FirstSeen::new(h, i.cookie, i.name, i.raw));
+        }
+    }
+    if outcome == Outcome::Accepted {
+        for p in presented.iter().filter(|p| p.record.is_none()) {
+            if !out.iter().any(|o| o.hash == p.hash) {
+                out.push(FirstSeen::new(p.hash, p.cookie, p.name, p.raw));
+            }
+        }
+    }
+    out
+}
+
 /// Where the request carried a presented session ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdSource {
@@ -328,6 +398,9 @@ pub struct View<'a> {
     pub presented: &'a [Presented<'a>],
     /// Session cookies set by the response.
     pub issued: &'a [Issued<'a>],
+    /// Session IDs this exchange shows for the first time (see
+    /// [`first_seen_ids`]).
+    pub first_seen: &'a [FirstSeen<'a>],
 }
 
 impl<'a> View<'a> {
@@ -348,34 +421,6 @@ impl<'a> View<'a> {
     /// session (not ignored).
     pub fn accepted_use(&self) -> bool {
         self.outcome == Outcome::Accepted && !self.routes.ignored
-    }
-
-    /// IDs seen for the first time in this exchange that the server stands
-    /// behind: newly issued ones, and unknown presented ones it accepted
-    /// (issued before we watched, or adopted). Attacker-supplied IDs that
-    /// the server rejects are not included (they say nothing about the
-    /// server's generator).
-    pub fn first_seen_ids(&self) -> Vec<(SessionHash, u8, &'a str, RawId<'a>)> {
-        let mut out: Vec<(SessionHash, u8, &'a str, RawId<'a>)> = Vec::new();
-        for i in self
-            .issued
-            .iter()
-            .filter(|i| i.is_live() && i.record.is_none())
-        {
-            if let Some(h) = i.hash
-                && !out.iter().any(|o| o.0 == h)
-            {
-                out.push((h, i.cookie, i.name, i.raw));
-            }
-        }
-        if self.outcome == Outcome::Accepted {
-            for p in self.presented.iter().filter(|p| p.record.is_none()) {
-                if !out.iter().any(|o| o.0 == p.hash) {
-                    out.push((p.hash, p.cookie, p.name, p.raw));
-                }
-            }
-        }
-        out
     }
 
     /// Seconds between two event times (saturating at zero).

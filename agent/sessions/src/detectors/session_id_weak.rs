@@ -62,13 +62,14 @@ impl SessionIdWeak {
 
     fn per_id(&self, v: &View<'_>, out: &mut Hits<'_>) {
         let min = v.settings.policy.min_entropy_bits;
-        for (hash, cookie, name, raw) in v.first_seen_ids() {
-            let scope = Scope::Cookie(cookie);
+        for f in v.first_seen {
+            let (hash, name) = (f.hash, f.name);
+            let scope = Scope::Cookie(f.cookie);
             if !out.wants(self.id(), scope) {
                 continue;
             }
-            let e = raw.estimate();
-            if !e.is_weak(min) || raw.client_side().is_some() {
+            let e = *f.estimate();
+            if !e.is_weak(min) || f.client_side().is_some() {
                 continue;
             }
             let mut reasons = Vec::new();
@@ -122,7 +123,14 @@ impl SessionIdWeak {
             let Some(hash) = i.hash else { continue };
             // Attacker-chosen IDs the server merely echoes are not issued
             // IDs: only IDs the request did not present count.
-            if v.presented.iter().any(|p| p.hash == hash) || i.raw.client_side().is_some() {
+            // Issued IDs without a record are first seen: their derived
+            // properties are shared with the per-ID stage.
+            let first = v.first_seen.iter().find(|f| f.hash == hash);
+            let client_side = match first {
+                Some(f) => f.client_side().is_some(),
+                None => i.raw.client_side().is_some(),
+            };
+            if v.presented.iter().any(|p| p.hash == hash) || client_side {
                 continue;
             }
             let key = (v.service, i.cookie);
@@ -135,7 +143,10 @@ impl SessionIdWeak {
                 .entry(key)
                 .or_insert_with(|| randomness::Sampler::new(self.limits));
             let assessment = with_core(i.raw.0, |core| {
-                let weak = estimate_core(core).is_weak(min);
+                let weak = match first {
+                    Some(f) => f.estimate().is_weak(min),
+                    None => estimate_core(core).is_weak(min),
+                };
                 sampler.observe(core, hash.get(), v.now.0, weak, min)
             });
             let Some(a) = assessment else { continue };
