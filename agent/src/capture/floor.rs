@@ -131,11 +131,7 @@ impl EmptyProbes {
         };
         let mut points = Vec::new();
         for prog in programs {
-            let up: &mut UProbe = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| CaptureError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| CaptureError::Load(e.to_string()))?;
+            let up: &mut UProbe = program(&mut ebpf, prog)?;
             up.load()
                 .map_err(|e| CaptureError::Load(format!("{prog}: {e}")))?;
             for site in &locations {
@@ -161,11 +157,7 @@ impl EmptyProbes {
         }
         if sites == FloorSites::AgentMinimalSyscalls {
             let prog = "sw_floor_sys_tp";
-            let tp: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| CaptureError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| CaptureError::Load(e.to_string()))?;
+            let tp: &mut TracePoint = program(&mut ebpf, prog)?;
             tp.load()
                 .map_err(|e| CaptureError::Load(format!("{prog}: {e}")))?;
             for (category, name) in super::live::default_syscall_tracepoints() {
@@ -207,4 +199,15 @@ impl EmptyProbes {
         }
         n
     }
+}
+
+/// Program `name` of the object as its concrete type.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, CaptureError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| CaptureError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| CaptureError::Load(e.to_string()))
 }

@@ -165,35 +165,20 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
             reqs_b += rb.requests;
             accumulate(&mut agent_acc, &s0, &prog_stats(agent.pid()));
         }
-        // F
-        {
-            let floor = Floor::start(&bins.probe_floor, "agent", Some(worker))?;
+        // F, M, T: the floors, each run by `probe_floor` on the worker.
+        let floor_run = |sites: &str, cpu: &mut Vec<f64>, acc: &mut Acc| -> Result<u64> {
+            let floor = Floor::start(&bins.probe_floor, sites, Some(worker))?;
             let s0 = prog_stats(floor.pid());
             let c0 = rig::cpu_seconds(worker);
-            let rf = rig::wrk(&url, conns, secs, None, &dir)?;
-            cpu_f.push(per_req(rig::cpu_seconds(worker) - c0, rf.requests));
-            reqs_f += rf.requests;
-            accumulate(&mut floor_acc, &s0, &prog_stats(floor.pid()));
-        }
-        // M
-        {
-            let min = Floor::start(&bins.probe_floor, "minimal", Some(worker))?;
-            let s0 = prog_stats(min.pid());
-            let c0 = rig::cpu_seconds(worker);
-            let rm = rig::wrk(&url, conns, secs, None, &dir)?;
-            cpu_m.push(per_req(rig::cpu_seconds(worker) - c0, rm.requests));
-            accumulate(&mut min_acc, &s0, &prog_stats(min.pid()));
-        }
-        // T: M plus the agent's syscall tracepoints, empty
-        {
-            let t = Floor::start(&bins.probe_floor, "minimal-syscalls", Some(worker))?;
-            let s0 = prog_stats(t.pid());
-            let c0 = rig::cpu_seconds(worker);
-            let rt = rig::wrk(&url, conns, secs, None, &dir)?;
-            cpu_t.push(per_req(rig::cpu_seconds(worker) - c0, rt.requests));
-            reqs_t += rt.requests;
-            accumulate(&mut sys_acc, &s0, &prog_stats(t.pid()));
-        }
+            let r = rig::wrk(&url, conns, secs, None, &dir)?;
+            cpu.push(per_req(rig::cpu_seconds(worker) - c0, r.requests));
+            accumulate(acc, &s0, &prog_stats(floor.pid()));
+            Ok(r.requests)
+        };
+        reqs_f += floor_run("agent", &mut cpu_f, &mut floor_acc)?;
+        floor_run("minimal", &mut cpu_m, &mut min_acc)?;
+        // T: M plus the agent's syscall tracepoints, empty.
+        reqs_t += floor_run("minimal-syscalls", &mut cpu_t, &mut sys_acc)?;
         load.push(rig::loadavg());
         eprintln!(
             "bench hooks round {round}: nginx CPU per request A {:.2} µs, F {:.2} µs, M {:.2} µs, T {:.2} µs, B {:.2} µs",
