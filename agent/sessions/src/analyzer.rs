@@ -1050,9 +1050,6 @@ fn add_presented<'a>(
     true
 }
 
-/// Accepted uses are shared once per this much event time per session
-/// (`idle_timeout / 4`, at least 1 s): coarse enough to never be a write per
-/// request, fine enough for idle-timeout judgement across nodes.
 /// The `[routes]` classes of `method` and `path` (no query).
 fn classify_routes(r: &Routes, method: &str, path: &str) -> RouteFlags {
     let (login, login_page) = r.login.matches_both(method, path);
@@ -1068,6 +1065,9 @@ fn classify_routes(r: &Routes, method: &str, path: &str) -> RouteFlags {
     }
 }
 
+/// Accepted uses are shared once per this much event time per session
+/// (`idle_timeout / 4`, at least 1 s): coarse enough to never be a write per
+/// request, fine enough for idle-timeout judgement across nodes.
 fn publish_granularity(settings: &Settings) -> std::time::Duration {
     (settings.policy.idle_timeout / 4).max(std::time::Duration::from_secs(1))
 }
