@@ -20,6 +20,10 @@
 //! - `two_agents_share_sightings_through_sentinel_across_a_failover`: A
 //!   writes through a Redis Sentinel, the primary is killed and its replica
 //!   promoted, B reaches the new primary through the sentinel.
+//! - `a_replay_started_before_redis_waits_for_it`: B starts while Redis
+//!   is down, its first attempt is refused, and it waits (within
+//!   `lookup_timeout` of its start) for the retry that reaches A's
+//!   sightings.
 //! - `agents_survive_redis_restart`: two in-process agents (the library's
 //!   pipeline, as `replay` builds it) keep analysing while redis-server is
 //!   killed (`sessionwatch_cluster_up 0`, errors counted) and share again
@@ -605,6 +609,56 @@ fn two_agents_share_sightings_through_sentinel_across_a_failover() {
     );
     assert_cross_node(&b);
     assert!(b_err.contains("connected to Redis"), "{b_err}");
+}
+
+/// A replay started while its Redis is still down (restarting here, a
+/// Sentinel settling after a failover in production) waits through the
+/// refused first attempts for a retry, within `lookup_timeout` of its
+/// start, instead of judging its first sessions on local state alone.
+#[test]
+fn a_replay_started_before_redis_waits_for_it() {
+    let Some((server, cli)) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut redis = start_redis(&server, dir.path(), port, &[]);
+    let (victim, attacker) = round(dir.path(), 0, "late");
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = format!("swlate{}", std::process::id());
+    let a_cfg = config(dir.path(), "node-a", &url, "standalone", &prefix);
+    let b_cfg = config(dir.path(), "node-b", &url, "standalone", &prefix);
+    let (a, _) = replay(&a_cfg, &victim);
+    assert!(of(&a, "session_fingerprint_change").is_empty(), "{a:#?}");
+    // Keep A's sightings across the restart: dump.rdb in the same dir.
+    assert!(redis_cli(&cli, port, &["SAVE"]).contains("OK"));
+    redis.0.kill().unwrap();
+    let _ = redis.0.wait();
+
+    let b = Command::new(env!("CARGO_BIN_EXE_sessionwatch"))
+        .arg("replay")
+        .arg(&attacker)
+        .arg("--config")
+        .arg(&b_cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Well after B's first attempt was refused, well inside its 3 s grace.
+    std::thread::sleep(Duration::from_millis(700));
+    let _redis = start_redis(&server, dir.path(), port, &[]);
+    let out = b.wait_with_output().unwrap();
+    let b_err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{b_err}");
+    let b: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused = b_err.find("cannot connect to Redis");
+    let connected = b_err.find("connected to Redis");
+    assert!(
+        matches!((refused, connected), (Some(r), Some(c)) if r < c),
+        "B's first attempt was refused, a retry connected: {b_err}"
+    );
+    assert_cross_node(&b);
 }
 
 #[test]

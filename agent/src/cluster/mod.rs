@@ -174,6 +174,10 @@ pub struct ClusterSightings {
     up: Arc<AtomicBool>,
     /// Set by the worker once its first connection attempt ended.
     tried: Arc<AtomicBool>,
+    /// Start plus `lookup_timeout`: until then a lookup also waits through
+    /// a failed first attempt for the retry (a Sentinel still settling
+    /// after a failover, Redis still starting beside the agent).
+    startup_grace_until: Instant,
     metrics: ClusterMetrics,
     /// `lookups{result="cached"}`, resolved once (hot path: every accepted
     /// request of a known session).
@@ -255,6 +259,7 @@ pub fn start(
         answers: arx,
         up,
         tried,
+        startup_grace_until: Instant::now() + cfg.lookup_timeout,
         lookups_cached: metrics.lookups.with_label_values(&["cached"]),
         metrics,
         cache: HashMap::new(),
@@ -357,11 +362,17 @@ impl SharedSightings for ClusterSightings {
             self.lookups_cached.inc();
             return e.view.clone();
         }
-        if !self.is_up() && !self.first_connect_done() {
-            // Just started: the first connection attempt is under way. Wait
-            // for it like for an answer (bounded by lookup_timeout), so the
-            // first sessions of a run are not judged on local state alone.
-            self.wait_up(self.lookup_timeout);
+        if !self.is_up() {
+            // Just started: the first connection attempt is under way, or
+            // it failed and its retry comes within the grace. Wait for it
+            // like for an answer (bounded by lookup_timeout), so the first
+            // sessions of a run are not judged on local state alone.
+            let now = Instant::now();
+            if !self.first_connect_done() {
+                self.wait_up(self.lookup_timeout);
+            } else if now < self.startup_grace_until {
+                self.wait_up(self.startup_grace_until - now);
+            }
         }
         if !self.is_up() {
             self.metrics
