@@ -95,6 +95,15 @@ pub mod event_flags {
     /// The bytes exist but could not be copied at all (sendfile, a user page
     /// that faulted, iovecs past [`MAX_IOV`](crate::MAX_IOV)); `cap_len` is 0.
     pub const NO_PAYLOAD: u8 = 2;
+    /// The agent asked for these bytes not to be copied: they lie wholly
+    /// inside a message body it is skipping (`capture.skip_bodies_above`,
+    /// see [`SkipArm`](crate::SkipArm)). `cap_len` is 0; the bytes are
+    /// missing by design, not lost.
+    pub const BODY_SKIPPED: u8 = 4;
+    /// The first event of this connection direction the kernel counted for
+    /// the body-skip arm in [`EventHeader::skip_arm`](crate::EventHeader):
+    /// its count starts right after this event's bytes.
+    pub const SKIP_START: u8 = 8;
 }
 
 /// Connection role ([`ConnInfo::role`]).
@@ -168,6 +177,75 @@ pub mod counter {
     pub const NO_PAYLOAD_PLAIN: u32 = 18;
     /// Nested SSL calls seen (inner call ignored, outer call captured).
     pub const SSL_NESTED: u32 = 19;
+    /// Data events sent without payload because their bytes lie inside a
+    /// message body the agent asked to skip.
+    pub const BODY_SKIPPED_EVENTS: u32 = 20;
+    /// Bytes of those events (not copied, not lost).
+    pub const BODY_SKIPPED_BYTES: u32 = 21;
+}
+
+/// Slots per direction of the `SKIP_ARM` / `SKIP_COUNT` arrays (a power of
+/// two): message bodies being skipped at once, per direction.
+pub const BODY_SKIP_SLOTS: u32 = 4096;
+
+/// Slot of connection `conn_id`'s direction `opv` ([`op`]) in the
+/// `SKIP_ARM` and `SKIP_COUNT` arrays: reads in the first half, writes in
+/// the second. Different connections may share a slot; the agent then
+/// skips for one of them only.
+#[inline(always)]
+pub const fn skip_slot(conn_id: u64, opv: u8) -> u32 {
+    let h = (conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as u32 & (BODY_SKIP_SLOTS - 1);
+    if opv == op::WRITE {
+        h + BODY_SKIP_SLOTS
+    } else {
+        h
+    }
+}
+
+/// Value of the `SKIP_ARM` array, written only by the agent: "skip the body
+/// of connection `conn_id` in this slot's direction".
+///
+/// The protocol tolerates the kernel reading a value while the agent's
+/// update is half written (array updates are plain copies):
+///
+/// 1. The agent arms a free slot (all zero) with `{conn_id, arm, until: 0}`.
+/// 2. The first event of that direction the kernel sees with an `arm` it has
+///    not counted for yet resets its [`SkipCount`] and is sent whole, flagged
+///    [`event_flags::SKIP_START`] with the arm's low 32 bits.
+/// 3. On that event the agent knows how many body bytes follow it and sets
+///    `until` to that number (only `until` changes).
+/// 4. The kernel leaves out the payload of every later event that ends at
+///    most `until` bytes after the start; an event crossing the end of the
+///    body is copied whole.
+/// 5. The agent zeroes the slot when the body is done or the connection
+///    closes, before arming it for anything else.
+///
+/// A torn read mixes the bytes of the old and new value field by field;
+/// `until` only ever moves between 0 and one value, so a torn `until` is
+/// never larger than the real one (skipping less is always safe), and a
+/// torn `conn_id`/`arm` pair only ever starts a new count (a whole event).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkipArm {
+    /// Connection id the slot is armed for (0: free).
+    pub conn_id: u64,
+    /// Arm number, unique per agent run (never 0).
+    pub arm: u64,
+    /// Bytes after the start event that are body (0: not known yet).
+    pub until: u64,
+}
+
+/// Value of the `SKIP_COUNT` array, written only by the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkipCount {
+    /// Connection id of the arm being counted.
+    pub conn_id: u64,
+    /// Arm being counted.
+    pub arm: u64,
+    /// Bytes of the direction seen since the start event (sent, skipped
+    /// or lost to a full ring buffer alike).
+    pub counted: u64,
 }
 
 /// Slots of the `CONN_KGEN` / `CONN_UGEN` generation arrays (power of two).
@@ -263,8 +341,9 @@ pub struct EventHeader {
     pub cap_len: u32,
     /// Bytes of this op lost (ring buffer full) right before this event.
     pub lost_before: u32,
-    /// Explicit padding (always 0).
-    pub _pad: u32,
+    /// Low 32 bits of the [`SkipArm::arm`] whose count this event starts
+    /// (with [`event_flags::SKIP_START`]), else 0.
+    pub skip_arm: u32,
 }
 
 /// Body of a `CLOSE` event: bytes lost at the very end of the connection.
@@ -286,6 +365,9 @@ const _: () = assert!(core::mem::size_of::<SockAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnInfo>() == 80);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<CloseTail>() == 8);
+const _: () = assert!(core::mem::size_of::<SkipArm>() == 24);
+const _: () = assert!(core::mem::size_of::<SkipCount>() == 24);
+const _: () = assert!(BODY_SKIP_SLOTS.is_power_of_two());
 const _: () = assert!(MAX_PAYLOAD.is_power_of_two());
 const _: () = assert!(CONN_GEN_SLOTS.is_power_of_two());
 
@@ -303,4 +385,6 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::CloseTail {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::SkipArm {}
 }

@@ -44,8 +44,9 @@ use aya_log_ebpf::debug;
 use sessionwatch_common::{
     AF_INET, AF_INET6, AF_UNIX, COMM_LEN, CONN_GEN_SLOTS, CloseTail, ConnInfo, ConnKey,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PAYLOAD_CAP, EventHeader, HEADER_LEN, MAX_IOV, MAX_PAYLOAD,
-    MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SockAddr, conn_flags,
-    conn_gen_slot, counter, event_flags, event_kind, op, role, source,
+    BODY_SKIP_SLOTS, MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SkipArm,
+    SkipCount, SockAddr, conn_flags, conn_gen_slot, counter, event_flags, event_kind, op, role,
+    skip_slot, source,
 };
 
 // ---------------------------------------------------------------------------
@@ -66,10 +67,16 @@ static PLAIN_ENABLED: Global<u32> = Global::new(0);
 /// Backlog (bytes) in the ring buffer at which the agent is woken at once.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u32> = Global::new(512 * 1024);
+/// 1 when `capture.skip_bodies_above` is not 0: data events consult
+/// `SKIP_ARM`.
+#[unsafe(no_mangle)]
+static SKIP_ENABLED: Global<u32> = Global::new(0);
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
+/// `WAKE_ACC` value that makes the next record wake the agent at once.
+const WAKE_NOW: u64 = 1 << 62;
 
 /// `bpf_get_attach_cookie` values of the `SSL_set_bio` attachment: which
 /// `struct bio_st` layout the library has.
@@ -126,6 +133,14 @@ static WAKE_ACC: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static ID_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// (pid, fd) → connection.
+/// Body-skip arms, written by the agent only (see `SkipArm` for the
+/// protocol); indexed by `skip_slot`.
+#[map]
+static SKIP_ARM: Array<SkipArm> = Array::with_max_entries(2 * BODY_SKIP_SLOTS, 0);
+/// Per slot, the bytes counted for its arm; written by the kernel only.
+#[map]
+static SKIP_COUNT: Array<SkipCount> = Array::with_max_entries(2 * BODY_SKIP_SLOTS, 0);
+
 #[map]
 static CONNS: HashMap<ConnKey, ConnInfo> = HashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
 
@@ -466,6 +481,9 @@ fn wakeup_flags(len: usize) -> u64 {
         }
         // SAFETY: as above.
         unsafe { *acc = 0 };
+        if written >= WAKE_NOW {
+            return BPF_RB_FORCE_WAKEUP;
+        }
     }
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES.load() as u64 {
         BPF_RB_FORCE_WAKEUP
@@ -728,10 +746,125 @@ fn target(tgid: u32, tid: u32, fd: i32, src: u8, opv: u8, ssl: u64) -> Option<Ta
     Some(t)
 }
 
+/// Body-skip marks of one data event ([`skip_mark`]): extra
+/// [`event_flags`] (`SKIP_START` or `BODY_SKIPPED`) and the arm a start
+/// names.
+#[derive(Clone, Copy)]
+struct Mark {
+    flags: u8,
+    arm: u32,
+}
+
+impl Mark {
+    const NONE: Mark = Mark { flags: 0, arm: 0 };
+}
+
+/// Consults the body-skip arm of the event's connection direction for `n`
+/// bytes and advances its count. `after_start`: bytes of this operation
+/// that follow its start event (0 when the event carries them itself; all
+/// of them for the zero-length start sent ahead of a vectored operation).
+/// Counts and wakes the agent as the mark requires.
+#[inline(always)]
+fn skip_mark(t: &Target, n: u64, after_start: u64) -> Mark {
+    if t.conn_id == 0 || SKIP_ENABLED.load() == 0 {
+        return Mark::NONE;
+    }
+    match body_skip(t.conn_id, t.op, n, after_start) {
+        Skip::No => Mark::NONE,
+        Skip::Start(arm) => {
+            // The start is the agent's cue to send the body length: wake it
+            // with this record (once per large body) instead of at its next
+            // poll, so fewer body bytes are copied before skipping begins.
+            if let Some(acc) = WAKE_ACC.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot, as in `wakeup_flags`.
+                unsafe { *acc = WAKE_NOW };
+            }
+            Mark {
+                flags: event_flags::SKIP_START,
+                arm,
+            }
+        }
+        Skip::Body => {
+            count(counter::BODY_SKIPPED_EVENTS, 1);
+            count(counter::BODY_SKIPPED_BYTES, n);
+            Mark {
+                flags: event_flags::BODY_SKIPPED,
+                arm: 0,
+            }
+        }
+    }
+}
+
+/// Sends the `n` bytes at `buf` as one data event, leaving them out when
+/// they lie inside a body the agent skips.
+#[inline(always)]
+fn send_captured(t: &Target, buf: u64, n: u64) {
+    let mark = skip_mark(t, n, 0);
+    let buf = if mark.flags & event_flags::BODY_SKIPPED != 0 {
+        0
+    } else {
+        buf
+    };
+    send_data(t, buf, n, mark);
+}
+
+/// What [`body_skip`] decided for one data event.
+enum Skip {
+    /// Copy as usual.
+    No,
+    /// Copy as usual; the count of this arm (low 32 bits) starts after it.
+    Start(u32),
+    /// Every byte lies inside a body the agent skips: send the length only.
+    Body,
+}
+
+/// Consults the body-skip arm of (`conn_id`, `opv`) for an operation of `n`
+/// bytes and advances its count. The agent may rewrite the arm at any
+/// moment; each field is read once, and the protocol (`SkipArm`) makes
+/// any mix of old and new fields skip less, never more.
+#[inline(always)]
+fn body_skip(conn_id: u64, opv: u8, n: u64, after_start: u64) -> Skip {
+    let slot = skip_slot(conn_id, opv);
+    let Some(a) = SKIP_ARM.get_ptr(slot) else {
+        return Skip::No;
+    };
+    // SAFETY: array value pointer valid for this program run; volatile
+    // reads because user space writes the value concurrently.
+    let (armed_for, arm, until) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*a).conn_id),
+            core::ptr::read_volatile(&raw const (*a).arm),
+            core::ptr::read_volatile(&raw const (*a).until),
+        )
+    };
+    if armed_for != conn_id || arm == 0 {
+        return Skip::No;
+    }
+    let Some(c) = SKIP_COUNT.get_ptr_mut(slot) else {
+        return Skip::No;
+    };
+    // SAFETY: array value pointer valid for this program run; only kernel
+    // programs write it.
+    let c = unsafe { &mut *c };
+    if c.conn_id != conn_id || c.arm != arm {
+        c.conn_id = conn_id;
+        c.arm = arm;
+        c.counted = after_start;
+        return Skip::Start(arm as u32);
+    }
+    let end = c.counted.saturating_add(n);
+    c.counted = end;
+    if until != 0 && end <= until {
+        Skip::Body
+    } else {
+        Skip::No
+    }
+}
+
 /// Copies `n` bytes at user address `buf` (up to the cap) into one data event.
 /// `buf == 0` sends a payload-less event of exact length.
 #[inline(always)]
-fn send_data(t: &Target, buf: u64, n: u64) {
+fn send_data(t: &Target, buf: u64, n: u64, mark: Mark) {
     let (tgid, tid, src, opv, fd, ssl) = (t.tgid, t.tid, t.src, t.op, t.fd, t.ssl);
     let Some(s) = scratch() else { return };
     let orig = if n > u32::MAX as u64 {
@@ -739,7 +872,8 @@ fn send_data(t: &Target, buf: u64, n: u64) {
     } else {
         n as u32
     };
-    let mut flags = 0u8;
+    let mut flags = mark.flags;
+    let skip_arm = mark.arm;
     let mut cap = PAYLOAD_CAP.load() as u64;
     if cap > MAX_PAYLOAD as u64 {
         cap = MAX_PAYLOAD as u64;
@@ -747,7 +881,9 @@ fn send_data(t: &Target, buf: u64, n: u64) {
     let mut take = if n < cap { n } else { cap };
     if buf == 0 {
         take = 0;
-        flags |= event_flags::NO_PAYLOAD;
+        if n > 0 && flags & event_flags::BODY_SKIPPED == 0 {
+            flags |= event_flags::NO_PAYLOAD;
+        }
     }
     let mut take = take as u32;
     if take > MAX_PAYLOAD as u32 {
@@ -776,7 +912,7 @@ fn send_data(t: &Target, buf: u64, n: u64) {
             );
         }
     }
-    if take < orig && flags & event_flags::NO_PAYLOAD == 0 {
+    if take < orig && flags & (event_flags::NO_PAYLOAD | event_flags::BODY_SKIPPED) == 0 {
         flags |= event_flags::TRUNCATED;
         count(
             if src == source::TLS {
@@ -805,7 +941,7 @@ fn send_data(t: &Target, buf: u64, n: u64) {
         orig_len: orig,
         cap_len: take,
         lost_before: t.lost_before,
-        _pad: 0,
+        skip_arm,
     };
     // SAFETY: the header fits at the start of the scratch value.
     unsafe { core::ptr::write(s.cast::<EventHeader>(), hdr) };
@@ -1109,7 +1245,7 @@ pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
     if fd < 0 {
         count(counter::TLS_NO_FD, 1);
         if let Some(t) = target(tgid, tid, fd, source::TLS, call.op, call.ssl) {
-            send_data(&t, call.buf, n);
+            send_captured(&t, call.buf, n);
         }
         return 0;
     }
@@ -1132,7 +1268,7 @@ pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
             lost_before: 0,
             cached: true,
         };
-        send_data(&t, call.buf, n);
+        send_captured(&t, call.buf, n);
         return 0;
     }
     a.conn_fd = -1;
@@ -1150,7 +1286,7 @@ pub fn sw_ssl_ret(ctx: RetProbeContext) -> u32 {
             a.conn_gen = generation;
         }
     }
-    send_data(&t, call.buf, n);
+    send_captured(&t, call.buf, n);
     0
 }
 
@@ -1392,11 +1528,22 @@ pub fn sw_exit_io(ctx: TracePointContext) -> u32 {
     };
     let total = ret as u64;
     if io.kind != IO_IOV {
-        send_data(&t, io.ptr, total);
+        send_captured(&t, io.ptr, total);
         return 0;
     }
-    // Vectored: one event per iovec, in order; whatever is left after
-    // MAX_IOV iovecs becomes one payload-less event of exact length.
+    // Vectored: the body-skip decision is taken once for the whole
+    // operation (outside the iovec loop, which the verifier unrolls): all
+    // of it skipped, or copied with a zero-length start ahead of it.
+    let mark = skip_mark(&t, total, total);
+    if mark.flags & event_flags::BODY_SKIPPED != 0 {
+        send_data(&t, 0, total, mark);
+        return 0;
+    }
+    if mark.flags & event_flags::SKIP_START != 0 {
+        send_data(&t, 0, 0, mark);
+    }
+    // One event per iovec, in order; whatever is left after MAX_IOV
+    // iovecs becomes one payload-less event of exact length.
     let mut remaining = total;
     let mut i: u32 = 0;
     while i < MAX_IOV {
@@ -1408,13 +1555,13 @@ pub fn sw_exit_io(ctx: TracePointContext) -> u32 {
         };
         let take = if v[1] < remaining { v[1] } else { remaining };
         if take > 0 {
-            send_data(&with_pending_loss(&t), v[0], take);
+            send_data(&with_pending_loss(&t), v[0], take, Mark::NONE);
         }
         remaining -= take;
         i += 1;
     }
     if remaining > 0 {
-        send_data(&with_pending_loss(&t), 0, remaining);
+        send_data(&with_pending_loss(&t), 0, remaining, Mark::NONE);
     }
     0
 }
