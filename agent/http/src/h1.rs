@@ -1503,6 +1503,25 @@ impl<S: ExchangeSink> H1Stage<S> {
 }
 
 impl<S: ExchangeSink> StreamSink for H1Stage<S> {
+    fn body_remaining(&mut self, conn: ConnectionId, dir: Direction) -> Option<u64> {
+        let h = self.conns.find(&conn)?;
+        let c = self.conns.get_mut(h)?;
+        if c.stopped || c.h2.is_some() {
+            return None;
+        }
+        let side = match dir {
+            Direction::ToServer => REQ,
+            Direction::ToClient => RESP,
+        };
+        // Exactly the states `gap` subtracts from without losing framing.
+        match c.sides[side].state {
+            State::Body(rem) => Some(rem),
+            State::Chunked(Chunk::Data(n)) => Some(n),
+            State::UntilClose => Some(sessionwatch_streams::UNTIL_CLOSE),
+            _ => None,
+        }
+    }
+
     fn on_event(&mut self, event: StreamEvent<'_>) {
         let (conn, kind, ts, bytes, gap) = match event {
             StreamEvent::Open(meta) => return self.open(meta),

@@ -648,3 +648,50 @@ fn pending_request_budget_is_global() {
     d.resp(2, 4, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(d.stage.pending_bytes(), 0);
 }
+
+/// `body_remaining` names exactly the bytes a gap may stand for without
+/// costing framing: what is left of a fixed-length body or of one chunk's
+/// data, everything for a body delimited by the close, and nothing in a
+/// head, between chunks, after a websocket upgrade or on HTTP/2.
+#[test]
+fn body_remaining_is_what_a_gap_may_replace() {
+    use sessionwatch_streams::{StreamSink, UNTIL_CLOSE};
+    let rem = |d: &mut Driver, dir| d.stage.body_remaining(ConnectionId(1), dir);
+    let mut d = Driver::new();
+    d.open(1);
+    assert_eq!(rem(&mut d, UP), None, "before any byte");
+    d.req(
+        1,
+        1,
+        b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nabc",
+    );
+    assert_eq!(rem(&mut d, UP), Some(100_000 - 3));
+    assert_eq!(rem(&mut d, DOWN), None);
+    // A gap of exactly the rest ends the body; the next head parses.
+    d.gap(1, UP, 2, 100_000 - 3);
+    assert_eq!(rem(&mut d, UP), None);
+    d.req(1, 3, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    d.resp(
+        1,
+        4,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n0123",
+    );
+    assert_eq!(rem(&mut d, DOWN), Some(0x10000 - 4));
+    d.gap(1, DOWN, 5, 0x10000 - 4);
+    assert_eq!(rem(&mut d, DOWN), None, "the chunk's CRLF must be seen");
+    d.resp(1, 6, b"\r\n0\r\n\r\n");
+    d.resp(1, 7, b"HTTP/1.0 200 OK\r\n\r\nstream");
+    assert_eq!(rem(&mut d, DOWN), Some(UNTIL_CLOSE));
+    d.gap(1, DOWN, 8, 1 << 30);
+    d.close(1, 9);
+    assert_eq!(
+        d.summary(),
+        vec![s("POST /up", Some(200)), s("GET /next", Some(200)),]
+    );
+    assert!(
+        d.stats().parse_errors.is_empty(),
+        "{:?}",
+        d.stats().parse_errors
+    );
+    assert_eq!(rem(&mut d, DOWN), None, "closed");
+}

@@ -228,10 +228,30 @@ pub enum StreamEvent<'a> {
 pub trait StreamSink {
     /// Handles one event. Must not block.
     fn on_event(&mut self, event: StreamEvent<'_>);
+
+    /// Bytes of a message body that are certain to follow in direction
+    /// `dir` of `conn` after everything delivered so far, when the consumer
+    /// is inside a body whose framing it knows (a fixed length, one chunk's
+    /// data, or [`UNTIL_CLOSE`] for a body that ends with the connection).
+    /// Live capture uses it to stop copying body bytes in the kernel: they
+    /// then arrive as an exact-length [`StreamEvent::Gap`], which the
+    /// consumer must take as body. `None` (the default): not in a body, or
+    /// gaps there would cost framing.
+    fn body_remaining(&mut self, _conn: ConnectionId, _dir: Direction) -> Option<u64> {
+        None
+    }
 }
+
+/// [`StreamSink::body_remaining`] of a body delimited by the connection's
+/// close: every later byte of the direction is body.
+pub const UNTIL_CLOSE: u64 = u64::MAX >> 2;
 
 impl<S: StreamSink + ?Sized> StreamSink for &mut S {
     fn on_event(&mut self, event: StreamEvent<'_>) {
         (**self).on_event(event)
+    }
+
+    fn body_remaining(&mut self, conn: ConnectionId, dir: Direction) -> Option<u64> {
+        (**self).body_remaining(conn, dir)
     }
 }
