@@ -14,7 +14,7 @@ use sessionwatch_sessions::{Analyzer, EvictReason, HashKey};
 use sessionwatch_streams::pcap::{PcapReader, ReadError};
 use sessionwatch_streams::reassembly::{Reassembler, ReassemblyConfig};
 use sessionwatch_streams::replay::replay_into;
-use sessionwatch_streams::{StreamEvent, StreamSink};
+use sessionwatch_streams::{ConnectionId, Direction, StreamEvent, StreamSink};
 
 use crate::capture::{CaptureError, LiveCapture, StatsHandle};
 use crate::config::Config;
@@ -413,6 +413,10 @@ impl StreamSink for Pipeline {
         }
         self.http.on_event(event);
     }
+
+    fn body_remaining(&mut self, conn: ConnectionId, dir: Direction) -> Option<u64> {
+        self.http.body_remaining(conn, dir)
+    }
 }
 
 /// Copies live-capture counters (read from the BPF maps) into the metrics.
@@ -443,6 +447,13 @@ pub fn sync_capture_metrics(handle: &StatsHandle, m: &mut Metrics) {
         &["control", "ringbuf_full"],
         snap.control_lost,
     );
+    let skipped = m.capture_body_skipped.clone();
+    m.apply_cumulative(
+        "capture_body_skipped",
+        &skipped,
+        &[],
+        snap.body_skipped_bytes,
+    );
     m.attached_targets
         .set(i64::try_from(snap.attached_targets).unwrap_or(i64::MAX));
 }
@@ -458,6 +469,13 @@ impl StreamSink for SharedPipeline {
         match self.pipeline.lock() {
             Ok(mut p) => p.on_event(event),
             Err(poisoned) => poisoned.into_inner().on_event(event),
+        }
+    }
+
+    fn body_remaining(&mut self, conn: ConnectionId, dir: Direction) -> Option<u64> {
+        match self.pipeline.lock() {
+            Ok(mut p) => p.body_remaining(conn, dir),
+            Err(poisoned) => poisoned.into_inner().body_remaining(conn, dir),
         }
     }
 }

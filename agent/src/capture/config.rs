@@ -35,6 +35,17 @@ pub struct CaptureConfig {
     /// transfer is reported as an exact-length gap and counted in
     /// `sessionwatch_capture_truncated_total`. At most 65536.
     pub payload_cap: u32,
+    /// HTTP/1 message bodies with more than this many bytes still to come
+    /// are not copied by the kernel: once a body's framing is known (a
+    /// `Content-Length`, a chunk's size, or a response delimited by the
+    /// close), the agent tells the kernel, per connection direction, how
+    /// many of the following bytes are body; events wholly inside them
+    /// arrive as exact-length gaps and are counted in
+    /// `sessionwatch_capture_body_skipped_bytes_total` (not lost). Heads are
+    /// all the analysis needs, so this saves copies and ring-buffer space
+    /// for downloads and uploads. 0: copy every body byte (up to
+    /// `payload_cap` per call).
+    pub skip_bodies_above: u64,
     /// Full rescan of `/proc` for new TLS libraries and processes, in
     /// addition to the rescan triggered by every `execve`.
     #[serde(with = "human_duration")]
@@ -57,6 +68,8 @@ impl CaptureConfig {
     pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
     /// Default ring buffer: 8 MiB.
     pub const DEFAULT_RING_BUFFER_SIZE: u32 = 8 << 20;
+    /// Default body-skip threshold: 64 KiB.
+    pub const DEFAULT_SKIP_BODIES_ABOVE: u64 = 64 << 10;
 
     /// Checks values serde cannot: ranges and powers of two.
     pub fn validate(&self) -> Result<(), CaptureError> {
@@ -143,6 +156,7 @@ impl Default for CaptureConfig {
             processes: Vec::new(),
             plain_ports: Vec::new(),
             payload_cap: DEFAULT_PAYLOAD_CAP,
+            skip_bodies_above: Self::DEFAULT_SKIP_BODIES_ABOVE,
             rescan_interval: Self::DEFAULT_RESCAN_INTERVAL,
             ring_buffer_size: Self::DEFAULT_RING_BUFFER_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,

@@ -14,7 +14,7 @@ use aya::maps::{
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{ProgramError, TracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use sessionwatch_common::{COMM_LEN, ConnInfo, ConnKey, conn_flags, conn_gen_slot, role};
+use sessionwatch_common::{COMM_LEN, ConnInfo, ConnKey, SkipArm, conn_flags, conn_gen_slot, role};
 use sessionwatch_streams::StreamSink;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
@@ -167,6 +167,8 @@ struct LiveEnv {
     /// only writer, so the read-modify-write cannot lose a bump).
     ugen: BpfArray<MapData, u32>,
     announced: BpfHashMap<MapData, u32, u8>,
+    /// `SKIP_ARM`: body-skip arms (this is the map's only writer).
+    skip_arms: BpfArray<MapData, SkipArm>,
     containers: HashMap<u32, Option<String>>,
 }
 
@@ -271,6 +273,14 @@ impl Env for LiveEnv {
 
     fn alive(&mut self, pid: u32) -> bool {
         self.proc.alive(pid)
+    }
+
+    fn skip_arm(&mut self, slot: u32, value: &SkipArm) {
+        if let Err(e) = self.skip_arms.set(slot, *value, 0) {
+            // The kernel keeps the previous value: an arm that never took
+            // effect, or one released late (it ends with the body anyway).
+            debug!(slot, error = %e, "could not write a body-skip arm");
+        }
     }
 }
 
@@ -455,12 +465,14 @@ impl LiveCapture {
         let filter: u32 = (!cfg.processes.is_empty()).into();
         let plain: u32 = (!cfg.plain_ports.is_empty()).into();
         let wakeup: u32 = (cfg.ring_buffer_size / 16).max(4096);
+        let skip: u32 = (cfg.skip_bodies_above > 0).into();
         let mut ebpf = EbpfLoader::new()
             .override_global("PAYLOAD_CAP", &cfg.payload_cap, true)
             .override_global("AGENT_TGID", &agent, true)
             .override_global("FILTER_PIDS", &filter, true)
             .override_global("PLAIN_ENABLED", &plain, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
+            .override_global("SKIP_ENABLED", &skip, true)
             .map_max_entries("EVENTS", cfg.ring_buffer_size)
             .map_max_entries("SCRATCH", u32::try_from(nr_cpus).unwrap_or(u32::MAX))
             .map_max_entries("CONNS", cfg.max_connections)
@@ -528,6 +540,15 @@ impl LiveCapture {
                 why: e.to_string(),
             })?;
         let announced: BpfHashMap<MapData, u32, u8> = take_hash(&mut ebpf, "PROC_ANNOUNCED")?;
+        let skip_arm_map = ebpf.take_map("SKIP_ARM").ok_or(CaptureError::Map {
+            name: "SKIP_ARM",
+            why: "not in the object".into(),
+        })?;
+        let skip_arms: BpfArray<MapData, SkipArm> =
+            BpfArray::try_from(skip_arm_map).map_err(|e| CaptureError::Map {
+                name: "SKIP_ARM",
+                why: e.to_string(),
+            })?;
         let counters_map = ebpf.take_map("COUNTERS").ok_or(CaptureError::Map {
             name: "COUNTERS",
             why: "not in the object".into(),
@@ -583,6 +604,7 @@ impl LiveCapture {
         let mut tracker = Tracker::new(
             cfg.max_connections as usize,
             &cfg.plain_ports,
+            cfg.skip_bodies_above,
             clock,
             user.clone(),
         );
@@ -593,6 +615,7 @@ impl LiveCapture {
             conns,
             ugen,
             announced,
+            skip_arms,
             containers: HashMap::new(),
         };
 

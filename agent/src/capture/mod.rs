@@ -19,6 +19,7 @@
 //!
 //! How capture works, what it covers and what not: `docs/capture.md`.
 
+mod body_skip;
 mod config;
 pub mod container;
 mod error;

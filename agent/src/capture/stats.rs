@@ -74,6 +74,12 @@ pub struct CaptureStats {
     pub lost: Vec<(Source, LossReason, u64)>,
     /// Bytes lost to a full ring buffer (reported as stream gaps).
     pub lost_bytes: PerSource,
+    /// Body bytes the kernel left out on the agent's request
+    /// (`capture.skip_bodies_above`): not copied, not lost
+    /// (`sessionwatch_capture_body_skipped_bytes_total`).
+    pub body_skipped_bytes: u64,
+    /// Data events those bytes were in.
+    pub body_skipped_events: u64,
     /// Control events (open/close/exec/exit) lost to a full ring buffer;
     /// the agent recovers connections from /proc, so no bytes are lost.
     pub control_lost: u64,
@@ -207,6 +213,8 @@ impl StatsHandle {
                 tls: kc(counter::LOST_BYTES_TLS),
                 plain: kc(counter::LOST_BYTES_PLAIN),
             },
+            body_skipped_bytes: kc(counter::BODY_SKIPPED_BYTES),
+            body_skipped_events: kc(counter::BODY_SKIPPED_EVENTS),
             control_lost: kc(counter::RINGBUF_FULL_CONTROL),
             conn_table_full: kc(counter::CONN_TABLE_FULL),
             client_side_filtered: kc(counter::FILTERED_CLIENT) + u(&user.client_filtered),

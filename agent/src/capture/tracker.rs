@@ -15,13 +15,15 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use sessionwatch_common::{
-    ConnInfo, ConnKey, EventHeader, USER_CONN_ID_BIT, conn_flags, event_flags, op, role, source,
+    ConnInfo, ConnKey, EventHeader, SkipArm, USER_CONN_ID_BIT, conn_flags, event_flags, op, role,
+    source,
 };
 use sessionwatch_streams::{
     CloseReason, ConnectionId, ConnectionMeta, Direction, ProcessInfo, Source, StreamEvent,
     StreamSink, Timestamp,
 };
 
+use super::body_skip::BodySkipper;
 use super::procfs::{SocketInfo, unmap};
 use super::records::{Record, comm_str};
 use super::stats::UserCounters;
@@ -45,6 +47,8 @@ pub(crate) trait Env {
     fn kernel_remove(&mut self, key: ConnKey, id: u64);
     /// Whether the process still exists.
     fn alive(&mut self, pid: u32) -> bool;
+    /// Writes slot `slot` of the kernel's `SKIP_ARM` array.
+    fn skip_arm(&mut self, slot: u32, value: &SkipArm);
 }
 
 /// Kernel monotonic time → Unix epoch.
@@ -115,6 +119,8 @@ pub(crate) struct Tracker {
     next_user_id: u64,
     pub(crate) clock: Clock,
     counters: Arc<UserCounters>,
+    /// `capture.skip_bodies_above` > 0: large bodies are left in the kernel.
+    skip: Option<BodySkipper>,
 }
 
 fn sockaddr(a: &sessionwatch_common::SockAddr) -> SocketAddr {
@@ -139,9 +145,11 @@ pub(crate) fn kernel_addr(a: SocketAddr) -> sessionwatch_common::SockAddr {
 }
 
 impl Tracker {
+    /// `skip_bodies_above`: see [`BodySkipper`] (0: never skip).
     pub(crate) fn new(
         max: usize,
         plain_ports: &[u16],
+        skip_bodies_above: u64,
         clock: Clock,
         counters: Arc<UserCounters>,
     ) -> Self {
@@ -153,6 +161,7 @@ impl Tracker {
             next_user_id: 1,
             clock,
             counters,
+            skip: (skip_bodies_above > 0).then(|| BodySkipper::new(skip_bodies_above)),
         }
     }
 
@@ -201,6 +210,9 @@ impl Tracker {
                 Action::None
             }
         };
+        if let Some(skip) = &mut self.skip {
+            skip.flush(env);
+        }
         self.publish_len();
         action
     }
@@ -476,13 +488,24 @@ impl Tracker {
         }
         let missing = u64::from(hdr.orig_len).saturating_sub(payload.len() as u64);
         if missing > 0 {
-            debug_assert!(hdr.flags & (event_flags::TRUNCATED | event_flags::NO_PAYLOAD) != 0);
+            debug_assert!(
+                hdr.flags
+                    & (event_flags::TRUNCATED
+                        | event_flags::NO_PAYLOAD
+                        | event_flags::BODY_SKIPPED)
+                    != 0
+            );
             sink.on_event(StreamEvent::Gap {
                 conn: conn_id,
                 dir,
                 ts,
                 len: missing,
             });
+        }
+        if let Some(skip) = &mut self.skip
+            && hdr.conn_id == id
+        {
+            skip.after_data(hdr, conn_id, dir, sink);
         }
     }
 
@@ -497,6 +520,9 @@ impl Tracker {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        if let Some(skip) = &mut self.skip {
+            skip.closed(id);
+        }
         if self.by_fd.get(&(conn.pid, conn.fd)) == Some(&id) {
             self.by_fd.remove(&(conn.pid, conn.fd));
         }
@@ -553,6 +579,9 @@ impl Tracker {
                 self.close_pid(pid, now_ns, env, sink);
             }
         }
+        if let Some(skip) = &mut self.skip {
+            skip.flush(env);
+        }
         self.publish_len();
     }
 
@@ -586,6 +615,8 @@ mod tests {
         sockets: HashMap<(u32, i32), SocketInfo>,
         kernel: HashMap<(u32, u32), ConnInfo>,
         dead: HashSet<u32>,
+        /// The kernel's `SKIP_ARM` array.
+        arms: HashMap<u32, SkipArm>,
     }
 
     impl Env for FakeEnv {
@@ -619,6 +650,9 @@ mod tests {
         }
         fn alive(&mut self, pid: u32) -> bool {
             !self.dead.contains(&pid)
+        }
+        fn skip_arm(&mut self, slot: u32, value: &SkipArm) {
+            self.arms.insert(slot, *value);
         }
     }
 
@@ -664,6 +698,7 @@ mod tests {
         Tracker::new(
             16,
             ports,
+            0,
             Clock::default(),
             Arc::new(UserCounters::default()),
         )
@@ -879,7 +914,13 @@ mod tests {
     fn exit_closes_and_capacity_evicts() {
         let mut env = FakeEnv::default();
         let mut sink = Rec::default();
-        let mut t = Tracker::new(2, &[], Clock::default(), Arc::new(UserCounters::default()));
+        let mut t = Tracker::new(
+            2,
+            &[],
+            0,
+            Clock::default(),
+            Arc::new(UserCounters::default()),
+        );
         for (i, id) in [1u64, 2, 3].into_iter().enumerate() {
             let info = server_conn(id, "127.0.0.2:1000", "127.0.0.1:443", 0);
             let mut h = hdr(50, i as i32, id, source::TLS, 0, 0);
@@ -912,7 +953,7 @@ mod tests {
     #[test]
     fn no_fd_and_gone_sockets_are_counted() {
         let counters = Arc::new(UserCounters::default());
-        let mut t = Tracker::new(4, &[], Clock::default(), counters.clone());
+        let mut t = Tracker::new(4, &[], 0, Clock::default(), counters.clone());
         let mut env = FakeEnv::default();
         let mut sink = Rec::default();
         feed(
@@ -942,5 +983,190 @@ mod tests {
             ts.secs() > 946_684_800 && ts.secs() < 7_258_118_400,
             "{ts:?}"
         );
+    }
+
+    /// The kernel half of the body-skip protocol, as `body_skip` in the
+    /// eBPF programs implements it, for driving the tracker in tests.
+    #[derive(Default)]
+    struct KernelSkip {
+        counts: HashMap<u32, sessionwatch_common::SkipCount>,
+        skipped: u64,
+    }
+
+    impl KernelSkip {
+        /// The data record the kernel would send for `bytes` written or
+        /// read (`opv`) on connection `conn_id`, given the arms now.
+        fn record(
+            &mut self,
+            arms: &HashMap<u32, SkipArm>,
+            conn_id: u64,
+            opv: u8,
+            bytes: &[u8],
+        ) -> Vec<u8> {
+            let n = bytes.len() as u64;
+            let mut h = hdr(10, 5, conn_id, source::TLS, opv, bytes.len() as u32);
+            let slot = sessionwatch_common::skip_slot(conn_id, opv);
+            let arm = arms.get(&slot).copied().unwrap_or_default();
+            if arm.conn_id == conn_id && arm.arm != 0 {
+                let c = self.counts.entry(slot).or_default();
+                if c.conn_id != conn_id || c.arm != arm.arm {
+                    *c = sessionwatch_common::SkipCount {
+                        conn_id,
+                        arm: arm.arm,
+                        counted: 0,
+                    };
+                    h.flags |= event_flags::SKIP_START;
+                    h.skip_arm = arm.arm as u32;
+                } else {
+                    c.counted += n;
+                    if arm.until != 0 && c.counted <= arm.until {
+                        h.flags |= event_flags::BODY_SKIPPED;
+                        self.skipped += n;
+                        return build::data(h, b"");
+                    }
+                }
+            }
+            build::data(h, bytes)
+        }
+    }
+
+    /// A download and an upload far above the threshold on one keep-alive
+    /// connection, with 0 to 12 records in flight between the kernel and
+    /// the agent (the kernel reads the arms when it emits): the kernel
+    /// leaves out most body bytes, and the HTTP stage still parses every
+    /// head that follows each body.
+    #[test]
+    fn skipped_bodies_keep_framing_whatever_is_in_flight() {
+        use sessionwatch_http::h1::{H1Stage, Limits};
+        use sessionwatch_http::{Exchange, ExchangeSink};
+        struct Sink(Vec<Exchange>);
+        impl ExchangeSink for Sink {
+            fn on_exchange(&mut self, e: Exchange) {
+                self.0.push(e);
+            }
+        }
+        let download = 1 << 20;
+        let upload = 300_000;
+        // (op, bytes) as the server process reads and writes them.
+        let mut calls: Vec<(u8, Vec<u8>)> =
+            vec![(op::READ, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n".to_vec())];
+        let mut resp =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {download}\r\n\r\n").into_bytes();
+        resp.resize(resp.len() + download, b'x');
+        calls.extend(resp.chunks(16384).map(|c| (op::WRITE, c.to_vec())));
+        let mut up = format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {upload}\r\n\r\n")
+            .into_bytes();
+        up.resize(up.len() + upload, b'y');
+        calls.extend(up.chunks(16384).map(|c| (op::READ, c.to_vec())));
+        calls.push((
+            op::WRITE,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ));
+        // Request and response straight after the bodies, in one call each.
+        calls.push((
+            op::READ,
+            b"GET /after HTTP/1.1\r\nHost: a\r\nCookie: sid=abc\r\n\r\n".to_vec(),
+        ));
+        calls.push((
+            op::WRITE,
+            b"HTTP/1.1 204 No Content\r\nSet-Cookie: sid=def\r\n\r\n".to_vec(),
+        ));
+
+        for lag in [0usize, 1, 2, 5, 12] {
+            let mut t = Tracker::new(
+                16,
+                &[],
+                65536,
+                Clock::default(),
+                Arc::new(UserCounters::default()),
+            );
+            let mut env = FakeEnv::default();
+            let mut stage = H1Stage::new(Sink(Vec::new()), Limits::default());
+            let mut kernel = KernelSkip::default();
+            let info = server_conn(7, "127.0.0.2:40000", "127.0.0.1:443", 0);
+            let open = build::open(hdr(10, 5, 7, source::TLS, 0, 0), &info, "nginx");
+            t.handle(parse(&open).expect("open"), &mut env, &mut stage);
+            let mut ring: std::collections::VecDeque<Vec<u8>> = Default::default();
+            for (opv, bytes) in &calls {
+                ring.push_back(kernel.record(&env.arms, 7, *opv, bytes));
+                while ring.len() > lag {
+                    let rec = ring.pop_front().expect("queued");
+                    t.handle(parse(&rec).expect("data"), &mut env, &mut stage);
+                }
+            }
+            while let Some(rec) = ring.pop_front() {
+                t.handle(parse(&rec).expect("data"), &mut env, &mut stage);
+            }
+            let close = build::close(
+                EventHeader {
+                    conn_id: 7,
+                    pid: 10,
+                    fd: 5,
+                    ..EventHeader::default()
+                },
+                [0, 0],
+            );
+            t.handle(parse(&close).expect("close"), &mut env, &mut stage);
+
+            let got: Vec<(String, Option<u16>)> = stage
+                .sink()
+                .0
+                .iter()
+                .map(|e| {
+                    (
+                        e.request.target.to_string(),
+                        e.response.as_ref().map(|r| r.status),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("/big".to_owned(), Some(200)),
+                    ("/up".to_owned(), Some(201)),
+                    ("/after".to_owned(), Some(204)),
+                ],
+                "lag {lag}"
+            );
+            let after = &stage.sink().0[2];
+            assert_eq!(after.request.headers.get_str("cookie"), Some("sid=abc"));
+            assert!(
+                stage.stats().parse_errors.is_empty(),
+                "lag {lag}: {:?}",
+                stage.stats().parse_errors
+            );
+            // All but a few events of each body: the head, the one that
+            // arms, and those in flight during the three hand-offs (arm →
+            // kernel start → agent's `until` → kernel skips).
+            let slack = (3 + 3 * lag as u64) * 16384;
+            assert!(
+                kernel.skipped >= (download + upload) as u64 - 2 * slack,
+                "lag {lag}: skipped {}",
+                kernel.skipped
+            );
+            // Every slot is zeroed again.
+            assert!(t.skip.as_ref().is_some_and(|s| s.armed() == 0));
+            assert!(
+                env.arms.values().all(|a| *a == SkipArm::default()),
+                "lag {lag}"
+            );
+        }
+    }
+
+    /// Bodies below the threshold, and every body with skipping off, are
+    /// copied whole and never arm a slot.
+    #[test]
+    fn small_bodies_are_never_skipped() {
+        let mut t = tracker(&[]);
+        let mut env = FakeEnv::default();
+        let mut sink = Rec::default();
+        let info = server_conn(7, "127.0.0.2:40000", "127.0.0.1:443", 0);
+        let open = build::open(hdr(10, 5, 7, source::TLS, 0, 0), &info, "nginx");
+        feed(&mut t, &mut env, &mut sink, &open);
+        let body = vec![b'x'; 8192];
+        let h = hdr(10, 5, 7, source::TLS, op::WRITE, body.len() as u32);
+        feed(&mut t, &mut env, &mut sink, &build::data(h, &body));
+        assert!(env.arms.is_empty());
+        assert!(t.skip.is_none());
     }
 }

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub capture_lost: IntCounterVec,
     /// `sessionwatch_capture_truncated_total{source}`.
     pub capture_truncated: IntCounterVec,
+    /// `sessionwatch_capture_body_skipped_bytes_total`: message-body bytes
+    /// the kernel left out on purpose (`capture.skip_bodies_above`).
+    pub capture_body_skipped: IntCounterVec,
     /// `sessionwatch_parse_errors_total{protocol,kind}`.
     pub parse_errors: IntCounterVec,
     /// `sessionwatch_analysis_table_full_total{table}`: inputs the analysis
@@ -153,6 +156,11 @@ impl Metrics {
             "capture_truncated_total",
             "Captured payloads cut at the payload cap, by source.",
             &["source"],
+        )?;
+        let capture_body_skipped = counter(
+            "capture_body_skipped_bytes_total",
+            "Message-body bytes the kernel did not copy because the agent needs heads only (capture.skip_bodies_above); not lost.",
+            &[],
         )?;
         let parse_errors = counter(
             "parse_errors_total",
@@ -258,6 +266,7 @@ impl Metrics {
             capture_events,
             capture_lost,
             capture_truncated,
+            capture_body_skipped,
             parse_errors,
             analysis_table_full,
             attached_targets,
