@@ -14,6 +14,11 @@
 //! a per-connection Lua delay: Debian's wrk has no constant-rate mode) to
 //! check that nothing is lost at that rate.
 //!
+//! Last, a large-body phase downloads a 1 MiB static file, alternating A,
+//! B (body skipping on, the default) and C (the agent with
+//! `capture.skip_bodies_above = 0`, copying every body byte up to the
+//! payload cap): what leaving bodies in the kernel saves.
+//!
 //! For B the agent's CPU (utime+stime delta over the wrk run), RSS, events
 //! captured, exchanges seen and events lost (`/metrics`) are recorded.
 
@@ -66,6 +71,7 @@ struct AgentRun {
     events: f64,
     exchanges: f64,
     lost: f64,
+    skipped_bytes: f64,
 }
 
 /// Runs wrk with the agent attached, reading its figures around the run.
@@ -78,7 +84,22 @@ fn with_agent(
     secs: u32,
     pace: Option<u32>,
 ) -> Result<AgentRun> {
-    let agent = Agent::start(&bins.sessionwatch, dir)?;
+    with_agent_config(bins, worker, dir, url, conns, secs, pace, "")
+}
+
+/// [`with_agent`] with `capture` lines added to the agent's `[capture]`.
+#[allow(clippy::too_many_arguments)]
+fn with_agent_config(
+    bins: &Bins,
+    worker: u32,
+    dir: &Path,
+    url: &str,
+    conns: u32,
+    secs: u32,
+    pace: Option<u32>,
+    capture: &str,
+) -> Result<AgentRun> {
+    let agent = Agent::start_with(&bins.sessionwatch, dir, capture)?;
     let pid = agent.pid();
     let before = agent.metrics()?;
     let cpu0 = rig::cpu_seconds(pid);
@@ -100,6 +121,7 @@ fn with_agent(
         events: d("sessionwatch_capture_events_total"),
         exchanges: d("sessionwatch_http_exchanges_total"),
         lost: d("sessionwatch_capture_lost_total"),
+        skipped_bytes: d("sessionwatch_capture_body_skipped_bytes_total"),
     })
 }
 
@@ -205,8 +227,56 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
         pb.push(rb);
     }
 
+    // Large bodies: A, B (skipping on), C (skipping off).
+    let big = nginx.big_url();
+    let big_conns = 4;
+    let (mut la, mut lb, mut lc) = (vec![], vec![], vec![]);
+    for round in 1..=rounds {
+        let ra = measured(worker, &big, big_conns, secs, None, &dir)?;
+        let rb = with_agent(bins, worker, &dir, &big, big_conns, secs, None)?;
+        let rc = with_agent_config(
+            bins,
+            worker,
+            &dir,
+            &big,
+            big_conns,
+            secs,
+            None,
+            "skip_bodies_above = 0\n",
+        )?;
+        eprintln!(
+            "bench live bodies round {round}: A {:.0} req/s {:.1} µs | B (skipping) {:.0} req/s {:.1} µs, agent {:.0}% CPU, \
+             {:.0} events, {:.0} MiB skipped, {:.0} lost | C (copying) {:.0} req/s {:.1} µs, agent {:.0}% CPU, {:.0} events, {:.0} lost",
+            ra.wrk.rps,
+            ra.worker_us,
+            rb.wrk.rps,
+            rb.worker_us,
+            rb.cpu_pct,
+            rb.events,
+            rb.skipped_bytes / 1048576.0,
+            rb.lost,
+            rc.wrk.rps,
+            rc.worker_us,
+            rc.cpu_pct,
+            rc.events,
+            rc.lost
+        );
+        load.push(rig::loadavg());
+        la.push(ra);
+        lb.push(rb);
+        lc.push(rc);
+    }
+    for r in &lb {
+        if r.skipped_bytes <= 0.0 {
+            bail!(
+                "the agent skipped no body bytes of {} 1 MiB responses: body skipping is broken",
+                r.wrk.requests
+            );
+        }
+    }
+
     // Sanity (smoke and full): the agent saw the traffic.
-    for r in b.iter().chain(pb.iter()) {
+    for r in b.iter().chain(pb.iter()).chain(lb.iter()).chain(lc.iter()) {
         if r.events <= 0.0 || r.exchanges <= 0.0 {
             bail!(
                 "the agent captured nothing ({} events, {} exchanges) during {} requests: capture is broken",
@@ -221,8 +291,17 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     }
     if let Mode::Smoke = mode {
         eprintln!(
-            "bench live (smoke): A {:.0} req/s, B {:.0} req/s, F1 {:.0}, F2 {:.0}, paced B {:.0} req/s {:.0} lost",
-            a[0].wrk.rps, b[0].wrk.rps, f1[0].wrk.rps, f2[0].wrk.rps, pb[0].wrk.rps, pb[0].lost
+            "bench live (smoke): A {:.0} req/s, B {:.0} req/s, F1 {:.0}, F2 {:.0}, paced B {:.0} req/s {:.0} lost, \
+             1 MiB bodies A {:.0} B {:.0} C {:.0} req/s",
+            a[0].wrk.rps,
+            b[0].wrk.rps,
+            f1[0].wrk.rps,
+            f2[0].wrk.rps,
+            pb[0].wrk.rps,
+            pb[0].lost,
+            la[0].wrk.rps,
+            lb[0].wrk.rps,
+            lc[0].wrk.rps
         );
         return Ok(());
     }
@@ -394,6 +473,60 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
         } else {
             String::new()
         }
+    );
+    let mib = rig::BIG_BYTES as f64 / 1048576.0;
+    let _ = writeln!(
+        md,
+        "Large bodies: `wrk -t1 -c{big_conns} -d{secs}s --latency` on a {mib:.0} MiB static file (`sendfile` does not apply: TLS without kTLS goes through `SSL_write`), alternating A B C; median (min–max):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| setup | requests/s | MiB/s | nginx CPU µs per request | agent CPU % of one core | events per request | body MiB left in the kernel per request | events lost |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let la_w = wrks(&la);
+    let _ = writeln!(
+        md,
+        "| A: no agent | {} | {:.0} | {} | – | – | – | – |",
+        st(&la_w, rps).show(0),
+        st(&la_w, rps).median * mib,
+        cpu(&la).show(1)
+    );
+    for (name, v) in [
+        ("B: agent, `skip_bodies_above` = 64 KiB (default)", &lb),
+        ("C: agent, `skip_bodies_above = 0` (copy bodies)", &lc),
+    ] {
+        let w: Vec<WrkRun> = v.iter().map(|r| r.wrk).collect();
+        let per_req = |f: fn(&AgentRun) -> f64| {
+            Stat::of(
+                &v.iter()
+                    .map(|r| f(r) / r.wrk.requests.max(1) as f64)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {:.0} | {} | {} | {} | {} | {:.0} |",
+            st(&w, rps).show(0),
+            st(&w, rps).median * mib,
+            Stat::of(&v.iter().map(|r| r.worker_us).collect::<Vec<_>>()).show(1),
+            Stat::of(&v.iter().map(|r| r.cpu_pct).collect::<Vec<_>>()).show(1),
+            per_req(|r| r.events).show(1),
+            per_req(|r| r.skipped_bytes / 1048576.0).show(3),
+            v.iter().map(|r| r.lost).sum::<f64>()
+        );
+    }
+    let b_cpu_big = Stat::of(&lb.iter().map(|r| r.cpu_pct).collect::<Vec<_>>()).median;
+    let c_cpu_big = Stat::of(&lc.iter().map(|r| r.cpu_pct).collect::<Vec<_>>()).median;
+    let _ = writeln!(
+        md,
+        "\n- Leaving bodies in the kernel: agent CPU {:.1} % → {:.1} % of one core ({:.1}× less); nginx CPU per 1 MiB response {:.1} µs with skipping vs {:.1} µs copying (A {:.1} µs)\n",
+        c_cpu_big,
+        b_cpu_big,
+        c_cpu_big / b_cpu_big.max(1e-9),
+        Stat::of(&lb.iter().map(|r| r.worker_us).collect::<Vec<_>>()).median,
+        Stat::of(&lc.iter().map(|r| r.worker_us).collect::<Vec<_>>()).median,
+        cpu(&la).median
     );
     super::write_section(&root.join("BENCHMARKS.md"), "## Live overhead", &md)?;
     eprint!("{md}");

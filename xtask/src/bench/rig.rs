@@ -16,6 +16,10 @@ use anyhow::{Context, Result, bail};
 /// `capture.processes` selects this nginx and no other one on the machine
 /// (tests of other components run their own nginx at the same time).
 pub const NGINX_COMM: &str = "nginx-swbench";
+/// The benchmark nginx's large static file (`Nginx::big_url`).
+pub const BIG_FILE: &str = "big.bin";
+/// Its size: 1 MiB.
+pub const BIG_BYTES: usize = 1 << 20;
 
 /// The system OpenSSL that nginx links (the library the probes go on).
 pub const LIBSSL: &str = "/lib/x86_64-linux-gnu/libssl.so.3";
@@ -118,6 +122,8 @@ impl Nginx {
         let exe = dir.join(NGINX_COMM);
         std::fs::copy(&system, &exe).with_context(|| format!("copy {}", system.display()))?;
         let port = free_port()?;
+        std::fs::create_dir_all(dir.join("www"))?;
+        std::fs::write(dir.join("www").join(BIG_FILE), vec![b'b'; BIG_BYTES])?;
         let d = dir.display();
         std::fs::write(
             dir.join("nginx.conf"),
@@ -126,6 +132,7 @@ impl Nginx {
                  events {{ worker_connections 4096; }}\n\
                  http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 300s;\n\
                    server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
+                     location = /{BIG_FILE} {{ root {d}/www; }}\n\
                      location / {{ add_header Set-Cookie \"sid=0123456789abcdef0123456789abcdef; Path=/; Secure; HttpOnly\"; return 200 \"ok\\n\"; }} }} }}\n"
             ),
         )?;
@@ -149,6 +156,11 @@ impl Nginx {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}/", self.port)
+    }
+
+    /// The [`BIG_BYTES`] static file.
+    pub fn big_url(&self) -> String {
+        format!("https://127.0.0.1:{}/{BIG_FILE}", self.port)
     }
 }
 
@@ -189,12 +201,17 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(bin: &Path, dir: &Path) -> Result<Agent> {
+        Self::start_with(bin, dir, "")
+    }
+
+    /// [`Agent::start`] with `capture` lines added to its `[capture]`.
+    pub fn start_with(bin: &Path, dir: &Path, capture: &str) -> Result<Agent> {
         let admin = free_port()?;
         let cfg = dir.join("sessionwatch.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[capture]\nprocesses = [\"{NGINX_COMM}\"]\n"
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[capture]\nprocesses = [\"{NGINX_COMM}\"]\n{capture}"
             ),
         )?;
         let child = Command::new(bin)
