@@ -19,15 +19,12 @@
 //! Every value written goes through one ordered queue, flushed after each
 //! record, so a slot is always zeroed before it is armed again.
 
-use sessionwatch_common::{BODY_SKIP_SLOTS, EventHeader, SkipArm, event_flags, skip_slot};
+use sessionwatch_common::{
+    BODY_QUERY_MIN, BODY_SKIP_SLOTS, EventHeader, SkipArm, event_flags, skip_slot,
+};
 use sessionwatch_streams::{ConnectionId, Direction, StreamSink};
 
 use super::tracker::Env;
-
-/// Smallest data event after which the HTTP stage is asked whether a large
-/// body is under way: the events of a large body are large, and asking
-/// after every small event would cost a lookup per request.
-const QUERY_MIN_EVENT: u32 = 4096;
 
 /// Where one armed slot stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +85,7 @@ impl BodySkipper {
             return;
         };
         let Some(s) = entry else {
-            if hdr.orig_len >= QUERY_MIN_EVENT
+            if hdr.orig_len >= BODY_QUERY_MIN
                 && hdr.flags & event_flags::BODY_SKIPPED == 0
                 && sink
                     .body_remaining(conn, dir)

@@ -184,6 +184,13 @@ pub mod counter {
     pub const BODY_SKIPPED_BYTES: u32 = 21;
 }
 
+/// Smallest data event after which the agent asks its HTTP stage whether a
+/// large body is under way (the events of a large body are large; asking
+/// after every small one would cost a lookup per request). The kernel wakes
+/// the agent early for such an event when no arm covers it (at most once a
+/// millisecond per CPU), so the arm comes before much of the body is copied.
+pub const BODY_QUERY_MIN: u32 = 4096;
+
 /// Slots per direction of the `SKIP_ARM` / `SKIP_COUNT` arrays (a power of
 /// two): message bodies being skipped at once, per direction.
 pub const BODY_SKIP_SLOTS: u32 = 4096;

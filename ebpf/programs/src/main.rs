@@ -44,7 +44,7 @@ use aya_log_ebpf::debug;
 use sessionwatch_common::{
     AF_INET, AF_INET6, AF_UNIX, COMM_LEN, CONN_GEN_SLOTS, CloseTail, ConnInfo, ConnKey,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PAYLOAD_CAP, EventHeader, HEADER_LEN, MAX_IOV, MAX_PAYLOAD,
-    BODY_SKIP_SLOTS, MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SkipArm,
+    BODY_QUERY_MIN, BODY_SKIP_SLOTS, MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SkipArm,
     SkipCount, SockAddr, conn_flags, conn_gen_slot, counter, event_flags, event_kind, op, role,
     skip_slot, source,
 };
@@ -77,6 +77,10 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 /// `WAKE_ACC` value that makes the next record wake the agent at once.
 const WAKE_NOW: u64 = 1 << 62;
+/// Least time between two wake-ups forced for large unarmed events on one
+/// CPU: at most 1,000 extra wake-ups a second per CPU for bulk traffic that
+/// is never skipped (HTTP/2, small chunks, bodies below the threshold).
+const LARGE_WAKE_GAP_NS: u64 = 1_000_000;
 
 /// `bpf_get_attach_cookie` values of the `SSL_set_bio` attachment: which
 /// `struct bio_st` layout the library has.
@@ -140,6 +144,10 @@ static SKIP_ARM: Array<SkipArm> = Array::with_max_entries(2 * BODY_SKIP_SLOTS, 0
 /// Per slot, the bytes counted for its arm; written by the kernel only.
 #[map]
 static SKIP_COUNT: Array<SkipCount> = Array::with_max_entries(2 * BODY_SKIP_SLOTS, 0);
+/// Per CPU, `bpf_ktime_get_ns` of the last wake-up forced for a large
+/// event no arm covered.
+#[map]
+static LARGE_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static CONNS: HashMap<ConnKey, ConnInfo> = HashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
@@ -770,7 +778,12 @@ fn skip_mark(t: &Target, n: u64, after_start: u64) -> Mark {
         return Mark::NONE;
     }
     match body_skip(t.conn_id, t.op, n, after_start) {
-        Skip::No => Mark::NONE,
+        Skip::No => {
+            if n >= BODY_QUERY_MIN as u64 {
+                wake_for_large();
+            }
+            Mark::NONE
+        }
         Skip::Start(arm) => {
             // The start is the agent's cue to send the body length: wake it
             // with this record (once per large body) instead of at its next
@@ -792,6 +805,29 @@ fn skip_mark(t: &Target, n: u64, after_start: u64) -> Mark {
                 arm: 0,
             }
         }
+    }
+}
+
+/// A large event no arm covers may start a large body: have it wake the
+/// agent at once (rate-limited per CPU) so that the agent can arm the skip
+/// after this event rather than at its next poll, 10 ms of body later.
+#[inline(always)]
+fn wake_for_large() {
+    let Some(last) = LARGE_WAKE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot; programs do not nest on a CPU.
+    unsafe {
+        if now.wrapping_sub(*last) < LARGE_WAKE_GAP_NS {
+            return;
+        }
+        *last = now;
+    }
+    if let Some(acc) = WAKE_ACC.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, as in `wakeup_flags`.
+        unsafe { *acc = WAKE_NOW };
     }
 }
 
