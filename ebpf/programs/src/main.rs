@@ -865,15 +865,20 @@ fn body_skip(conn_id: u64, opv: u8, n: u64, after_start: u64) -> Skip {
         return Skip::No;
     };
     // SAFETY: array value pointer valid for this program run; volatile
-    // reads because user space writes the value concurrently.
-    let (armed_for, arm, until) = unsafe {
+    // reads because user space writes the value concurrently. The common
+    // case (no arm for this connection) reads one field.
+    let armed_for = unsafe { core::ptr::read_volatile(&raw const (*a).conn_id) };
+    if armed_for != conn_id {
+        return Skip::No;
+    }
+    // SAFETY: as above.
+    let (arm, until) = unsafe {
         (
-            core::ptr::read_volatile(&raw const (*a).conn_id),
             core::ptr::read_volatile(&raw const (*a).arm),
             core::ptr::read_volatile(&raw const (*a).until),
         )
     };
-    if armed_for != conn_id || arm == 0 {
+    if arm == 0 {
         return Skip::No;
     }
     let Some(c) = SKIP_COUNT.get_ptr_mut(slot) else {
