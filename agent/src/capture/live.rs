@@ -440,6 +440,20 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
     })
 }
 
+fn take_array<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<BpfArray<MapData, V>, CaptureError> {
+    let map = ebpf.take_map(name).ok_or(CaptureError::Map {
+        name,
+        why: "not in the object".into(),
+    })?;
+    BpfArray::try_from(map).map_err(|e| CaptureError::Map {
+        name,
+        why: e.to_string(),
+    })
+}
+
 // ---------------------------------------------------------------------------
 
 impl LiveCapture {
@@ -530,25 +544,9 @@ impl LiveCapture {
             None
         };
         let conns: BpfHashMap<MapData, ConnKey, ConnInfo> = take_hash(&mut ebpf, "CONNS")?;
-        let ugen_map = ebpf.take_map("CONN_UGEN").ok_or(CaptureError::Map {
-            name: "CONN_UGEN",
-            why: "not in the object".into(),
-        })?;
-        let ugen: BpfArray<MapData, u32> =
-            BpfArray::try_from(ugen_map).map_err(|e| CaptureError::Map {
-                name: "CONN_UGEN",
-                why: e.to_string(),
-            })?;
+        let ugen: BpfArray<MapData, u32> = take_array(&mut ebpf, "CONN_UGEN")?;
         let announced: BpfHashMap<MapData, u32, u8> = take_hash(&mut ebpf, "PROC_ANNOUNCED")?;
-        let skip_arm_map = ebpf.take_map("SKIP_ARM").ok_or(CaptureError::Map {
-            name: "SKIP_ARM",
-            why: "not in the object".into(),
-        })?;
-        let skip_arms: BpfArray<MapData, SkipArm> =
-            BpfArray::try_from(skip_arm_map).map_err(|e| CaptureError::Map {
-                name: "SKIP_ARM",
-                why: e.to_string(),
-            })?;
+        let skip_arms: BpfArray<MapData, SkipArm> = take_array(&mut ebpf, "SKIP_ARM")?;
         let counters_map = ebpf.take_map("COUNTERS").ok_or(CaptureError::Map {
             name: "COUNTERS",
             why: "not in the object".into(),

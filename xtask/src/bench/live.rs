@@ -75,21 +75,9 @@ struct AgentRun {
 }
 
 /// Runs wrk with the agent attached, reading its figures around the run.
-fn with_agent(
-    bins: &Bins,
-    worker: u32,
-    dir: &Path,
-    url: &str,
-    conns: u32,
-    secs: u32,
-    pace: Option<u32>,
-) -> Result<AgentRun> {
-    with_agent_config(bins, worker, dir, url, conns, secs, pace, "")
-}
-
-/// [`with_agent`] with `capture` lines added to the agent's `[capture]`.
+/// `capture`: lines added to the agent's `[capture]`.
 #[allow(clippy::too_many_arguments)]
-fn with_agent_config(
+fn with_agent(
     bins: &Bins,
     worker: u32,
     dir: &Path,
@@ -178,7 +166,7 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let (mut a, mut b, mut f1, mut f2) = (vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         let ra = measured(worker, &url, conns, secs, None, &dir)?;
-        let rb = with_agent(bins, worker, &dir, &url, conns, secs, None)?;
+        let rb = with_agent(bins, worker, &dir, &url, conns, secs, None, "")?;
         let r1 = {
             let _floor = Floor::start(&bins.probe_floor, "exported", None)?;
             measured(worker, &url, conns, secs, None, &dir)?
@@ -217,7 +205,16 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let (mut pa, mut pb) = (vec![], vec![]);
     for round in 1..=rounds {
         let ra = rig::wrk(&url, pconns, paced_secs, Some(PACE_MS), &dir)?;
-        let rb = with_agent(bins, worker, &dir, &url, pconns, paced_secs, Some(PACE_MS))?;
+        let rb = with_agent(
+            bins,
+            worker,
+            &dir,
+            &url,
+            pconns,
+            paced_secs,
+            Some(PACE_MS),
+            "",
+        )?;
         eprintln!(
             "bench live paced round {round}: A {:.0} req/s p99 {:.2} ms | B {:.0} req/s p99 {:.2} ms, {:.0} lost",
             ra.rps, ra.p99_ms, rb.wrk.rps, rb.wrk.p99_ms, rb.lost
@@ -233,8 +230,8 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let (mut la, mut lb, mut lc) = (vec![], vec![], vec![]);
     for round in 1..=rounds {
         let ra = measured(worker, &big, big_conns, secs, None, &dir)?;
-        let rb = with_agent(bins, worker, &dir, &big, big_conns, secs, None)?;
-        let rc = with_agent_config(
+        let rb = with_agent(bins, worker, &dir, &big, big_conns, secs, None, "")?;
+        let rc = with_agent(
             bins,
             worker,
             &dir,
