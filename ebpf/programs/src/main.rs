@@ -42,11 +42,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use sessionwatch_common::{
-    AF_INET, AF_INET6, AF_UNIX, COMM_LEN, CONN_GEN_SLOTS, CloseTail, ConnInfo, ConnKey,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_PAYLOAD_CAP, EventHeader, HEADER_LEN, MAX_IOV, MAX_PAYLOAD,
-    BODY_QUERY_MIN, BODY_SKIP_SLOTS, MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN, SkipArm,
-    SkipCount, SockAddr, conn_flags, conn_gen_slot, counter, event_flags, event_kind, op, role,
-    skip_slot, source,
+    AF_INET, AF_INET6, AF_UNIX, BODY_QUERY_MIN, BODY_SKIP_SLOTS, COMM_LEN, CONN_GEN_SLOTS,
+    CloseTail, ConnInfo, ConnKey, DEFAULT_MAX_CONNECTIONS, DEFAULT_PAYLOAD_CAP, EventHeader,
+    HEADER_LEN, MAX_IOV, MAX_PAYLOAD, MAX_PLAIN_PORTS, MAX_PROC_NAMES, NUM_COUNTERS, SCRATCH_LEN,
+    SkipArm, SkipCount, SockAddr, conn_flags, conn_gen_slot, counter, event_flags, event_kind, op,
+    role, skip_slot, source,
 };
 
 // ---------------------------------------------------------------------------
@@ -136,7 +136,6 @@ static WAKE_ACC: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static ID_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// (pid, fd) → connection.
 /// Body-skip arms, written by the agent only (see `SkipArm` for the
 /// protocol); indexed by `skip_slot`.
 #[map]
@@ -149,6 +148,7 @@ static SKIP_COUNT: Array<SkipCount> = Array::with_max_entries(2 * BODY_SKIP_SLOT
 #[map]
 static LARGE_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// (pid, fd) → connection.
 #[map]
 static CONNS: HashMap<ConnKey, ConnInfo> = HashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
 
