@@ -337,13 +337,8 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     // CPU per request of the nginx worker: what each setup costs the server
     // itself, much less sensitive to other load on the machine than
     // throughput. A/X is the share of throughput a CPU-bound worker keeps.
-    let (a_cpu, b_cpu, f1_cpu, f2_cpu, t_cpu) = (
-        cpu(&a),
-        bstat(|r| r.worker_us),
-        cpu(&f1),
-        cpu(&f2),
-        cpu(&t),
-    );
+    let (a_cpu, b_cpu, f1_cpu, f2_cpu, t_cpu) =
+        (cpu(&a), bstat(|r| r.worker_us), cpu(&f1), cpu(&f2), cpu(&t));
     let keep = |x: &Stat| a_cpu.median / x.median.max(1e-9) * 100.0;
 
     let mut md = String::new();
