@@ -10,7 +10,9 @@
 //!    renamed over the old: a new inode) and the proxy restarted: the agent
 //!    hooks the new inode by itself and captures — after it dropped its
 //!    capabilities (checked on every thread in `/proc/PID/task/*/status`),
-//!    which proves the kept set suffices to hook new processes;
+//!    which proves the kept set suffices to hook new processes — and, once
+//!    no process maps the old inode, detaches its probes (perf links of the
+//!    agent counted from `/proc/PID/fdinfo`);
 //! 3. the agent killed with SIGKILL: its BPF programs, links, maps and perf
 //!    events are gone (`bpftool`), and a restarted agent captures again;
 //! 4. the Prometheus scraper gone bad: scrapers that stop reading and a
@@ -754,6 +756,7 @@ fn replaced_library_is_hooked_after_capabilities_are_dropped() {
     assert_eq!(expected, 15);
     agent.expect_total("sessionwatch_http_exchanges_total", expected);
     let targets_before = agent.sum("sessionwatch_attached_targets");
+    let links_one_file = bpf_owned(agent.pid()).perf_links;
 
     // A package upgrade: the new version is written beside the old one and
     // renamed over it (a new inode at the same path), then the proxy
@@ -781,6 +784,46 @@ fn replaced_library_is_hooked_after_capabilities_are_dropped() {
     agent.expect_total("sessionwatch_http_exchanges_total", expected);
     assert_eq!(agent.sum("sessionwatch_capture_lost_total"), 0);
     assert!(!agent.log().contains("could not hook"), "{}", agent.log());
+    let links_two_files = bpf_owned(agent.pid()).perf_links;
+    assert!(
+        links_two_files > links_one_file,
+        "the new inode's probes are perf links too: {links_one_file} → {links_two_files}"
+    );
+
+    // No process maps the old inode any more: after two full rescans its
+    // probes are detached (they would pin the deleted file and its uprobe
+    // registrations until the agent stops), and the new one keeps working.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .log()
+        .lines()
+        .any(|l| l.contains("unhooked TLS library") && l.contains(&format!("inode={old_ino}")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "old inode {old_ino} not unhooked: {}",
+            tail(&agent.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(agent.sum("sessionwatch_attached_targets"), targets_before);
+    assert_eq!(
+        bpf_owned(agent.pid()).perf_links,
+        links_one_file,
+        "every probe of the old inode detached, none of the new one"
+    );
+    assert!(!agent.log().contains("could not detach"), "{}", agent.log());
+    assert!(
+        !agent
+            .log()
+            .lines()
+            .any(|l| l.contains("unhooked TLS library") && l.contains(&format!("inode={new_ino}"))),
+        "the mapped inode stays hooked: {}",
+        agent.log()
+    );
+    expected += lab.curl("after-unhook", 15) as u64;
+    agent.expect_total("sessionwatch_http_exchanges_total", expected);
+    assert_eq!(agent.sum("sessionwatch_capture_lost_total"), 0);
     assert_caps(agent.pid(), keep);
 }
 

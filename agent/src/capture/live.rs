@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{
     Array as BpfArray, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf,
 };
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{ProgramError, TracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use sessionwatch_common::{COMM_LEN, ConnInfo, ConnKey, SkipArm, conn_flags, conn_gen_slot, role};
@@ -146,14 +146,31 @@ struct Attacher {
     ebpf: Ebpf,
     cfg: CaptureConfig,
     scanner: Scanner,
-    /// (dev, inode) → report of the process it was found in.
-    attached: HashMap<(u64, u64), TargetReport>,
-    /// Files that failed to attach (not retried every scan).
+    /// (dev, inode) → what is attached to that file.
+    attached: HashMap<(u64, u64), AttachedFile>,
+    /// Files that failed to attach (not retried every scan; forgotten once
+    /// no scanned process maps them).
     failed: HashSet<(u64, u64)>,
     pids: Option<BpfHashMap<MapData, u32, u8>>,
     pending: VecDeque<(Instant, u32)>,
     counters: Arc<UserCounters>,
     last_report: ScanReport,
+}
+
+/// Full scans in a row that must miss an attached file before its probes
+/// are detached: one scan can miss a process that exits or execs while
+/// `/proc` is read, and a file a new process maps again in between is
+/// found by the rescan after its `execve`.
+const DETACH_AFTER_MISSED_SCANS: u8 = 2;
+
+/// A hooked TLS file: the process it was found in and the probe links.
+struct AttachedFile {
+    report: TargetReport,
+    /// (program, link) of every probe on the file, to detach them when no
+    /// selected process maps it any more.
+    links: Vec<(&'static str, UProbeLinkId)>,
+    /// Consecutive full scans that found no selected process mapping it.
+    missed_scans: u8,
 }
 
 /// The real [`Env`]: /proc and the kernel's connection table.
@@ -947,6 +964,7 @@ impl Attacher {
             None => self.scanner.scan_all(&self.cfg),
         };
         UserCounters::add(&self.counters.rescans, 1);
+        let mut mapped: HashSet<(u64, u64)> = HashSet::new();
         for t in report.targets.iter_mut() {
             if t.status != TargetStatus::Attach {
                 continue;
@@ -955,7 +973,9 @@ impl Attacher {
                 let _ = pids.insert(t.pid, 1, 0);
             }
             let id = t.file_id();
-            if self.attached.contains_key(&id) {
+            mapped.insert(id);
+            if let Some(a) = self.attached.get_mut(&id) {
+                a.missed_scans = 0;
                 continue;
             }
             if self.failed.contains(&id) {
@@ -963,16 +983,21 @@ impl Attacher {
                 continue;
             }
             match self.attach_file(t) {
-                Ok(n) => {
+                Ok(links) => {
                     info!(
                         pid = t.pid,
                         process = %t.comm,
                         path = %t.path,
                         inode = t.inode,
-                        probes = n,
+                        probes = links.len(),
                         "hooked TLS library"
                     );
-                    self.attached.insert(id, t.clone());
+                    let file = AttachedFile {
+                        report: t.clone(),
+                        links,
+                        missed_scans: 0,
+                    };
+                    self.attached.insert(id, file);
                 }
                 Err(e) => {
                     warn!(pid = t.pid, path = %t.path, error = %e, "could not hook TLS library");
@@ -994,6 +1019,9 @@ impl Attacher {
                 }
             }
         }
+        if report.complete {
+            self.detach_unmapped(&mapped);
+        }
         self.counters.attached_targets.store(
             self.attached.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -1004,8 +1032,87 @@ impl Attacher {
         report
     }
 
-    /// Attaches every TLS probe to one file. Returns the number of probes.
-    fn attach_file(&mut self, t: &TargetReport) -> Result<usize, String> {
+    /// Detaches the probes of files that no selected process has mapped for
+    /// [`DETACH_AFTER_MISSED_SCANS`] full scans: after a library upgrade the
+    /// restarted processes map the new file (hooked by their rescan), and
+    /// the uprobes on the old inode would otherwise keep the kernel's uprobe
+    /// registrations — and the deleted file itself, which they pin — until
+    /// the agent stops. `mapped`: the files a complete full scan just found
+    /// (one that could not list `/proc` counts no miss). Processes whose
+    /// maps cannot be read (reported as unreadable) keep no file hooked:
+    /// the agent never saw what they map.
+    fn detach_unmapped(&mut self, mapped: &HashSet<(u64, u64)>) {
+        self.failed.retain(|id| mapped.contains(id));
+        let gone = missed_long_enough(
+            self.attached
+                .iter_mut()
+                .map(|(id, a)| (*id, &mut a.missed_scans)),
+            mapped,
+        );
+        for id in gone {
+            let Some(a) = self.attached.remove(&id) else {
+                continue;
+            };
+            let (detached, errors) = self.detach_links(a.links);
+            if errors > 0 {
+                warn!(
+                    path = %a.report.path,
+                    inode = a.report.inode,
+                    detached,
+                    errors,
+                    "could not detach every probe of an unmapped TLS library"
+                );
+            }
+            info!(
+                path = %a.report.path,
+                inode = a.report.inode,
+                probes = detached,
+                "unhooked TLS library: no selected process maps it any more"
+            );
+        }
+    }
+
+    /// Detaches `links`; returns (detached, failed).
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) -> (usize, usize) {
+        let (mut ok, mut failed) = (0, 0);
+        for (prog, link) in links {
+            let up: Option<&mut UProbe> =
+                self.ebpf.program_mut(prog).and_then(|p| p.try_into().ok());
+            match up.map(|up| up.detach(link)) {
+                Some(Ok(())) => ok += 1,
+                Some(Err(e)) => {
+                    debug!(program = prog, error = %e, "detach failed");
+                    failed += 1;
+                }
+                None => failed += 1,
+            }
+        }
+        (ok, failed)
+    }
+
+    /// Attaches every TLS probe to one file. Returns the links. On an
+    /// error the probes already attached to the file are detached again, so
+    /// a file is hooked completely or not at all.
+    fn attach_file(
+        &mut self,
+        t: &TargetReport,
+    ) -> Result<Vec<(&'static str, UProbeLinkId)>, String> {
+        let mut links = Vec::new();
+        match self.attach_points(t, &mut links) {
+            Ok(()) => Ok(links),
+            Err(e) => {
+                self.detach_links(links);
+                Err(e)
+            }
+        }
+    }
+
+    /// Attaches the probes of [`Attacher::attach_file`], pushing each link.
+    fn attach_points(
+        &mut self,
+        t: &TargetReport,
+        links: &mut Vec<(&'static str, UProbeLinkId)>,
+    ) -> Result<(), String> {
         let path = t.host_path.clone();
         // The file must still be the one scanned (a process may have exited
         // and the path now resolve elsewhere).
@@ -1015,7 +1122,7 @@ impl Attacher {
         }
         let (_, _, info) = self.scanner.elf_info(&path)?;
         let sym = UProbeAttachLocation::Symbol;
-        let mut points: Vec<(&str, UProbeAttachLocation<'_>, Option<u64>)> = Vec::new();
+        let mut points: Vec<(&'static str, UProbeAttachLocation<'_>, Option<u64>)> = Vec::new();
         // OpenSSL 1.1.1/3.x: probe the internal functions all four I/O entry
         // points share; their first instruction is emulated by the uprobe
         // trap, the exported wrappers' is single-stepped (see sites.rs).
@@ -1043,7 +1150,6 @@ impl Attacher {
         if let (true, Some(cookie)) = (info.has_set_bio, info.flavor.and_then(|f| f.bio_cookie())) {
             points.push(("sw_ssl_set_bio", sym("SSL_set_bio"), Some(cookie)));
         }
-        let mut n = 0;
         for (prog, location, cookie) in points {
             let up: &mut UProbe = self
                 .ebpf
@@ -1057,12 +1163,34 @@ impl Attacher {
                 UProbeAttachLocation::AbsoluteOffset(o) => format!("offset {o:#x}"),
             };
             let point = UProbeAttachPoint { location, cookie };
-            up.attach(point, &path, UProbeScope::AllProcesses)
+            let link = up
+                .attach(point, &path, UProbeScope::AllProcesses)
                 .map_err(|e| format!("{prog} at {at}: {e}"))?;
-            n += 1;
+            links.push((prog, link));
         }
-        Ok(n)
+        Ok(())
     }
+}
+
+/// Counts a miss for every file of `files` (id, consecutive misses) that
+/// `mapped` lacks and resets the others; returns the files missed in
+/// [`DETACH_AFTER_MISSED_SCANS`] complete scans in a row.
+fn missed_long_enough<'a>(
+    files: impl Iterator<Item = ((u64, u64), &'a mut u8)>,
+    mapped: &HashSet<(u64, u64)>,
+) -> Vec<(u64, u64)> {
+    let mut gone = Vec::new();
+    for (id, missed) in files {
+        if mapped.contains(&id) {
+            *missed = 0;
+            continue;
+        }
+        *missed = missed.saturating_add(1);
+        if *missed >= DETACH_AFTER_MISSED_SCANS {
+            gone.push(id);
+        }
+    }
+    gone
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM (for
@@ -1096,6 +1224,35 @@ mod tests {
         send::<super::LiveCapture>();
         send::<super::StatsHandle>();
         sync::<super::StatsHandle>();
+    }
+
+    /// A file is unhooked only after two complete scans in a row without
+    /// it; one scan that finds it again starts the count over.
+    #[test]
+    fn files_are_unhooked_after_two_missed_scans() {
+        use std::collections::{HashMap, HashSet};
+        let (a, b) = ((1, 10), (1, 11));
+        let mut files: HashMap<(u64, u64), u8> = HashMap::from([(a, 0), (b, 0)]);
+        let mut scan = |mapped: &[(u64, u64)]| {
+            let mapped: HashSet<(u64, u64)> = mapped.iter().copied().collect();
+            let mut gone =
+                super::missed_long_enough(files.iter_mut().map(|(id, m)| (*id, m)), &mapped);
+            gone.sort_unstable();
+            for id in &gone {
+                files.remove(id);
+            }
+            gone
+        };
+        assert!(scan(&[a, b]).is_empty());
+        assert!(scan(&[a]).is_empty(), "one miss is not enough");
+        assert!(
+            scan(&[a, b]).is_empty(),
+            "found again: the count starts over"
+        );
+        assert!(scan(&[a]).is_empty());
+        assert_eq!(scan(&[a]), vec![b], "two misses in a row");
+        assert!(scan(&[]).is_empty());
+        assert_eq!(scan(&[]), vec![a]);
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct ScanReport {
     pub scanned: usize,
     /// Processes whose maps could not be read (kernel threads excluded).
     pub unreadable: usize,
+    /// A full scan that listed `/proc`: a file missing from it is mapped by
+    /// no process whose maps could be read (only such scans let the agent
+    /// unhook a file).
+    pub complete: bool,
     /// Pods of the containerised targets, by pid (`[kubernetes]`
     /// enrichment); `None` when enrichment is off, and the table has no
     /// POD column.
@@ -312,10 +316,12 @@ impl Scanner {
     /// Scans every process.
     pub(crate) fn scan_all(&mut self, cfg: &CaptureConfig) -> ScanReport {
         let mut report = ScanReport::default();
-        let pids = self.proc.pids().unwrap_or_default();
-        for pid in pids {
+        let listed = self.proc.pids();
+        let listed_ok = listed.is_ok();
+        for pid in listed.unwrap_or_default() {
             self.scan_pid_into(cfg, pid, &mut report);
         }
+        report.complete = listed_ok;
         report
     }
 
@@ -533,6 +539,7 @@ mod tests {
             ],
             scanned: 40,
             unreadable: 0,
+            complete: true,
             pods: None,
         };
         assert_eq!(
