@@ -2,7 +2,7 @@
 //! library and keeps them attached until killed: the floor rows of
 //! `cargo xtask bench live` and `bench hooks`.
 //!
-//! Usage: `probe_floor LIBRARY agent|exported|minimal|minimal-syscalls [PID]` — without a PID the
+//! Usage: `probe_floor LIBRARY agent|exported|minimal|minimal-syscalls|minimal-raw-syscalls [PID]` — without a PID the
 //! probes fire in every process mapping the library, as the agent's do.
 //!
 //! Prints `attached <points>` on stdout once the probes are live.
@@ -16,7 +16,9 @@ use sessionwatch::capture::{EmptyProbes, FloorSites};
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(lib), Some(sites)) = (args.next(), args.next()) else {
-        eprintln!("usage: probe_floor LIBRARY agent|exported|minimal|minimal-syscalls [PID]");
+        eprintln!(
+            "usage: probe_floor LIBRARY agent|exported|minimal|minimal-syscalls|minimal-raw-syscalls [PID]"
+        );
         return ExitCode::from(2);
     };
     let sites = match sites.as_str() {
@@ -24,9 +26,10 @@ fn main() -> ExitCode {
         "exported" => FloorSites::Exported,
         "minimal" => FloorSites::AgentMinimal,
         "minimal-syscalls" => FloorSites::AgentMinimalSyscalls,
+        "minimal-raw-syscalls" => FloorSites::AgentMinimalRawSyscalls,
         other => {
             eprintln!(
-                "probe_floor: unknown sites {other:?} (agent|exported|minimal|minimal-syscalls)"
+                "probe_floor: unknown sites {other:?} (agent|exported|minimal|minimal-syscalls|minimal-raw-syscalls)"
             );
             return ExitCode::from(2);
         }

@@ -31,7 +31,7 @@ use std::path::Path;
 
 use aya::maps::{MapData, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::CaptureError;
@@ -55,6 +55,22 @@ pub enum FloorSites {
     /// tracepoint `sessionwatch run` attaches by default (same syscalls,
     /// every process): the floor of uprobe capture with fd attribution.
     AgentMinimalSyscalls,
+    /// [`FloorSites::AgentMinimal`] plus an empty raw-tracepoint program on
+    /// `sys_enter` and `sys_exit` (every syscall of every task, no perf
+    /// trace record): what the syscall layer would cost reached that way.
+    AgentMinimalRawSyscalls,
+}
+
+impl FloorSites {
+    /// The minimal-capture programs rather than the empty ones.
+    fn minimal(self) -> bool {
+        matches!(
+            self,
+            FloorSites::AgentMinimal
+                | FloorSites::AgentMinimalSyscalls
+                | FloorSites::AgentMinimalRawSyscalls
+        )
+    }
 }
 
 /// Loaded and attached empty probes; detached when dropped.
@@ -90,10 +106,7 @@ impl EmptyProbes {
         let object = super::live::object().ok_or(CaptureError::ObjectMissing)?;
         // Only the two empty programs are loaded, but every map of the
         // object is created: keep the big ones minimal.
-        let ring_size = match sites {
-            FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls => 8 << 20,
-            _ => 4096,
-        };
+        let ring_size = if sites.minimal() { 8 << 20 } else { 4096 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", ring_size)
             .map_max_entries("SCRATCH", 1)
@@ -106,13 +119,10 @@ impl EmptyProbes {
             Symbol(&'static str),
         }
         let locations: Vec<Site> = match (sites, internal_sites(library)) {
-            (
-                FloorSites::Agent | FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls,
-                Some(s),
-            ) => {
-                vec![Site::Offset(s.read), Site::Offset(s.write)]
+            (s, Some(at)) if s != FloorSites::Exported => {
+                vec![Site::Offset(at.read), Site::Offset(at.write)]
             }
-            (FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls, None) => {
+            (s, None) if s.minimal() => {
                 return Err(CaptureError::Load(format!(
                     "{}: no internal read/write sites for the minimal-capture floor",
                     library.display()
@@ -123,11 +133,10 @@ impl EmptyProbes {
                 .map(Site::Symbol)
                 .collect(),
         };
-        let programs = match sites {
-            FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls => {
-                ["sw_floor_min", "sw_floor_min_ret"]
-            }
-            _ => ["sw_floor", "sw_floor_ret"],
+        let programs = if sites.minimal() {
+            ["sw_floor_min", "sw_floor_min_ret"]
+        } else {
+            ["sw_floor", "sw_floor_ret"]
         };
         let mut points = Vec::new();
         for prog in programs {
@@ -170,14 +179,27 @@ impl EmptyProbes {
                 points.push(format!("{prog}@{category}:{name}"));
             }
         }
-        let ring = match sites {
-            FloorSites::AgentMinimal | FloorSites::AgentMinimalSyscalls => {
-                let map = ebpf
-                    .take_map("EVENTS")
-                    .ok_or_else(|| CaptureError::Load("map EVENTS missing".into()))?;
-                Some(RingBuf::try_from(map).map_err(|e| CaptureError::Load(e.to_string()))?)
+        if sites == FloorSites::AgentMinimalRawSyscalls {
+            let prog = "sw_floor_raw_sys";
+            let rtp: &mut RawTracePoint = program(&mut ebpf, prog)?;
+            rtp.load()
+                .map_err(|e| CaptureError::Load(format!("{prog}: {e}")))?;
+            for name in ["sys_enter", "sys_exit"] {
+                rtp.attach(name).map_err(|e| CaptureError::Attach {
+                    program: prog.to_owned(),
+                    target: format!("raw tracepoint {name}"),
+                    error: e.to_string(),
+                })?;
+                points.push(format!("{prog}@raw:{name}"));
             }
-            _ => None,
+        }
+        let ring = if sites.minimal() {
+            let map = ebpf
+                .take_map("EVENTS")
+                .ok_or_else(|| CaptureError::Load("map EVENTS missing".into()))?;
+            Some(RingBuf::try_from(map).map_err(|e| CaptureError::Load(e.to_string()))?)
+        } else {
+            None
         };
         Ok(EmptyProbes {
             _ebpf: ebpf,

@@ -36,9 +36,9 @@ use aya_ebpf::{
             bpf_get_attach_cookie, bpf_get_smp_processor_id, bpf_jiffies64, bpf_probe_read_user,
         },
     },
-    macros::{map, tracepoint, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use sessionwatch_common::{
@@ -1943,6 +1943,18 @@ pub fn sw_floor_ret(_ctx: RetProbeContext) -> u32 {
 #[tracepoint]
 pub fn sw_floor_sys_tp(_ctx: TracePointContext) -> u32 {
     0
+}
+
+/// Empty program for the raw syscall tracepoints (`sys_enter`, `sys_exit`):
+/// what the syscall layer would cost reached without perf trace records —
+/// a raw tracepoint runs the program straight from the tracepoint with the
+/// raw arguments, for every syscall of every task, so a real one would
+/// dispatch on the syscall number (read here, as such a program would).
+/// Benchmark only (see `sw_floor`).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sw_floor_raw_sys(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    if id == u64::MAX { 1 } else { 0 }
 }
 
 /// In-flight call per thread of the minimal capture floor (`sw_floor_min`).

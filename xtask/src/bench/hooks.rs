@@ -12,7 +12,16 @@
 //! * **M** — the minimal ring-buffer capture (`sw_floor_min`,
 //!   `sw_floor_min_ret`) on the same sites: per-thread buffer at entry, at
 //!   return the length, the copy and one ring-buffer record, nothing else —
-//!   the floor of any capture of this design, beside the agent's figure.
+//!   the floor of any capture of this design, beside the agent's figure;
+//! * **T** — M plus an empty program on each syscall tracepoint the agent
+//!   attaches: the floor of uprobe capture with syscall fd attribution.
+//!
+//! * **R** — M plus an empty raw-tracepoint program on `sys_enter` and
+//!   `sys_exit`: the syscall layer reached without perf trace records.
+//!
+//! In A, B, T and R a `dd bs=1` between `/dev/zero` and `/dev/null` measures
+//! the CPU per syscall of a process nobody captures: syscall tracepoints
+//! are host-wide, so this is what the agent costs the rest of the host.
 //!
 //! The nginx worker's CPU time per request in A, F and B gives what the BPF
 //! run time does not show: the uprobe trap itself (F − A), and everything
@@ -148,6 +157,14 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     // nginx worker CPU µs per request, per setup.
     let (mut cpu_a, mut cpu_f, mut cpu_b, mut cpu_m, mut cpu_t) =
         (vec![], vec![], vec![], vec![], vec![]);
+    // ns per syscall of a process nobody captures, per setup (A, B, T).
+    let dd_bytes: u64 = match mode {
+        Mode::Full { .. } => 2_000_000,
+        Mode::Smoke => 200_000,
+    };
+    let (mut sys_a, mut sys_b, mut sys_t, mut sys_r) = (vec![], vec![], vec![], vec![]);
+    // R: M plus empty raw tracepoints on sys_enter/sys_exit.
+    let (mut cpu_r, mut raw_acc) = (vec![], Acc::new());
     let (mut reqs_f, mut reqs_b, mut reqs_t) = (0u64, 0u64, 0u64);
     let per_req = |cpu: f64, reqs: u64| cpu * 1e6 / reqs.max(1) as f64;
     for round in 1..=rounds {
@@ -155,6 +172,7 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
         let c0 = rig::cpu_seconds(worker);
         let ra = rig::wrk(&url, conns, secs, None, &dir)?;
         cpu_a.push(per_req(rig::cpu_seconds(worker) - c0, ra.requests));
+        sys_a.push(rig::syscall_ns(dd_bytes)?);
         // B
         {
             let agent = Agent::start(&bins.sessionwatch, &dir)?;
@@ -164,29 +182,56 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
             cpu_b.push(per_req(rig::cpu_seconds(worker) - c0, rb.requests));
             reqs_b += rb.requests;
             accumulate(&mut agent_acc, &s0, &prog_stats(agent.pid()));
+            sys_b.push(rig::syscall_ns(dd_bytes)?);
         }
         // F, M, T: the floors, each run by `probe_floor` on the worker.
-        let floor_run = |sites: &str, cpu: &mut Vec<f64>, acc: &mut Acc| -> Result<u64> {
+        let floor_run = |sites: &str,
+                         cpu: &mut Vec<f64>,
+                         acc: &mut Acc,
+                         syscalls: Option<&mut Vec<f64>>|
+         -> Result<u64> {
             let floor = Floor::start(&bins.probe_floor, sites, Some(worker))?;
             let s0 = prog_stats(floor.pid());
             let c0 = rig::cpu_seconds(worker);
             let r = rig::wrk(&url, conns, secs, None, &dir)?;
             cpu.push(per_req(rig::cpu_seconds(worker) - c0, r.requests));
             accumulate(acc, &s0, &prog_stats(floor.pid()));
+            if let Some(v) = syscalls {
+                v.push(rig::syscall_ns(dd_bytes)?);
+            }
             Ok(r.requests)
         };
-        reqs_f += floor_run("agent", &mut cpu_f, &mut floor_acc)?;
-        floor_run("minimal", &mut cpu_m, &mut min_acc)?;
+        reqs_f += floor_run("agent", &mut cpu_f, &mut floor_acc, None)?;
+        floor_run("minimal", &mut cpu_m, &mut min_acc, None)?;
         // T: M plus the agent's syscall tracepoints, empty.
-        reqs_t += floor_run("minimal-syscalls", &mut cpu_t, &mut sys_acc)?;
+        reqs_t += floor_run(
+            "minimal-syscalls",
+            &mut cpu_t,
+            &mut sys_acc,
+            Some(&mut sys_t),
+        )?;
+        // R: M plus empty raw tracepoints on every syscall's entry and exit
+        // — the same layer reached without perf trace records.
+        floor_run(
+            "minimal-raw-syscalls",
+            &mut cpu_r,
+            &mut raw_acc,
+            Some(&mut sys_r),
+        )?;
         load.push(rig::loadavg());
         eprintln!(
-            "bench hooks round {round}: nginx CPU per request A {:.2} µs, F {:.2} µs, M {:.2} µs, T {:.2} µs, B {:.2} µs",
+            "bench hooks round {round}: nginx CPU per request A {:.2} µs, F {:.2} µs, M {:.2} µs, T {:.2} µs, R {:.2} µs, B {:.2} µs; \
+             ns per syscall of an uncaptured process A {:.0}, T {:.0}, R {:.0}, B {:.0}",
             cpu_a[round - 1],
             cpu_f[round - 1],
             cpu_m[round - 1],
             cpu_t[round - 1],
-            cpu_b[round - 1]
+            cpu_r[round - 1],
+            cpu_b[round - 1],
+            sys_a[round - 1],
+            sys_t[round - 1],
+            sys_r[round - 1],
+            sys_b[round - 1]
         );
     }
 
@@ -232,14 +277,31 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
         Stat::of(&cpu_t),
     );
 
+    let (host_a, host_b, host_t, host_r) = (
+        Stat::of(&sys_a),
+        Stat::of(&sys_b),
+        Stat::of(&sys_t),
+        Stat::of(&sys_r),
+    );
+    let r = Stat::of(&cpu_r);
     let calls_per_req = fe_calls as f64 / reqs_f.max(1) as f64;
     let trap_us = (f.median - a.median) / calls_per_req.max(1e-9);
     if let Mode::Smoke = mode {
         eprintln!(
             "bench hooks (smoke): {per_call:.0} ns per SSL call (entry {entry_ns:.0} + return {ret_ns:.0}), floor {floor_call:.0} ns, \
              added {added:.0} ns; minimal capture {min_call:.0} ns (added {min_added:.0} ns); \
-             nginx µs/request A {:.2} F {:.2} M {:.2} T {:.2} B {:.2}",
-            a.median, f.median, m.median, t.median, b.median
+             nginx µs/request A {:.2} F {:.2} M {:.2} T {:.2} R {:.2} B {:.2}; \
+             ns per syscall elsewhere A {:.0} T {:.0} R {:.0} B {:.0}",
+            a.median,
+            f.median,
+            m.median,
+            t.median,
+            r.median,
+            b.median,
+            host_a.median,
+            host_t.median,
+            host_r.median,
+            host_b.median
         );
         return Ok(());
     }
@@ -257,7 +319,8 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
         md,
         "- `sysctl kernel.bpf_stats_enabled=1`; `run_cnt`/`run_time_ns` of each program from `/proc/PID/fdinfo`, deltas over \
          `wrk -t1 -c{conns} -d{secs}s` against nginx (1 worker, TLS keep-alive); rounds: {rounds}, alternating A (nothing) B (agent) F (empty probes on the agent's sites) \
-         M (minimal ring-buffer capture on the agent's sites) T (M plus an empty program on each syscall tracepoint the agent attaches)\n"
+         M (minimal ring-buffer capture on the agent's sites) T (M plus an empty program on each syscall tracepoint the agent attaches) \
+         R (M plus an empty raw-tracepoint program on `sys_enter` and `sys_exit`)\n"
     );
     let _ = writeln!(
         md,
@@ -310,10 +373,12 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "- What BPF run time does not show — nginx worker CPU per request (µs, median (min–max)): A {} · F {} · M {} · B {}",
+        "- What BPF run time does not show — nginx worker CPU per request (µs, median (min–max)): A {} · F {} · M {} · T {} · R {} · B {}",
         a.show(2),
         f.show(2),
         m.show(2),
+        t.show(2),
+        r.show(2),
         b.show(2)
     );
     let _ = writeln!(
@@ -340,6 +405,27 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
         } else {
             ""
         }
+    );
+    let _ = writeln!(
+        md,
+        "- The rest of the host: syscall tracepoints are host-wide — while one is attached every task enters and leaves \
+         the kernel through the traced path, and the attached programs run for it too (returning at once for a process \
+         that is not a target). CPU per syscall of a process nobody captures (`dd if=/dev/zero of=/dev/null bs=1 \
+         count={dd_bytes}`, {} `read`/`write` calls, in each round): A {} ns · T {} ns · R {} ns · B {} ns — the agent \
+         costs such a process **{:+.0} ns per syscall**; the empty tracepoints alone {:+.0} ns (T − A), and empty raw \
+         tracepoints on every syscall's entry and exit {:+.0} ns (R − A): the cost is the kernel's traced syscall path \
+         itself, not the perf trace record or the programs, so no flavour of syscall tracepoint avoids it (nginx per \
+         request: T {:.2} µs, R {:.2} µs)",
+        2 * dd_bytes,
+        host_a.show(0),
+        host_t.show(0),
+        host_r.show(0),
+        host_b.show(0),
+        host_b.median - host_a.median,
+        host_t.median - host_a.median,
+        host_r.median - host_a.median,
+        t.median,
+        r.median
     );
     let _ = writeln!(md);
     super::write_section(&root.join("BENCHMARKS.md"), "## Kernel cost per hook", &md)?;

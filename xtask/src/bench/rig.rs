@@ -418,6 +418,40 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds (user + system) of the children this process has waited
+/// for (`cutime` + `cstime` of `/proc/self/stat`).
+fn children_cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the name: cutime 13, cstime 14 (USER_HZ 100).
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// CPU nanoseconds per system call of a process nobody captures:
+/// `dd bs=1` copying `count` bytes from `/dev/zero` to `/dev/null`
+/// (`2 × count` `read`/`write` calls). While any syscall tracepoint is
+/// attached, every task on the host enters and leaves the kernel through
+/// the traced path, and the attached programs run for it too (and return
+/// at once for a process that is not a target): this is what the agent
+/// costs the rest of the host.
+pub fn syscall_ns(count: u64) -> Result<f64> {
+    let c0 = children_cpu_seconds();
+    let st = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+        .arg(format!("count={count}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("run dd")?;
+    if !st.success() {
+        bail!("dd failed: {st}");
+    }
+    let c1 = children_cpu_seconds();
+    Ok((c1 - c0) * 1e9 / (2 * count).max(1) as f64)
+}
+
 /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
