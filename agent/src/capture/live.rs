@@ -974,8 +974,7 @@ impl Attacher {
             }
             let id = t.file_id();
             mapped.insert(id);
-            if let Some(a) = self.attached.get_mut(&id) {
-                a.missed_scans = 0;
+            if self.attached.contains_key(&id) {
                 continue;
             }
             if self.failed.contains(&id) {
