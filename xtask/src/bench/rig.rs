@@ -410,23 +410,26 @@ fn parse_ms(v: &str) -> Option<f64> {
 
 /// utime + stime of a process, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after the name: state is 0, utime 11, stime 12 (USER_HZ 100).
-    (ticks(11) + ticks(12)) / 100.0
+    // utime and stime (USER_HZ 100).
+    stat_seconds(&format!("/proc/{pid}/stat"), [11, 12])
 }
 
 /// CPU seconds (user + system) of the children this process has waited
 /// for (`cutime` + `cstime` of `/proc/self/stat`).
 fn children_cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_seconds("/proc/self/stat", [13, 14])
+}
+
+/// The sum of two tick fields of a `/proc/…/stat` file, in seconds
+/// (USER_HZ 100). `fields` count from the one after the process name
+/// (state is 0), which may itself contain spaces and parentheses; an
+/// unreadable file or field counts 0.
+fn stat_seconds(path: &str, fields: [usize; 2]) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after the name: cutime 13, cstime 14 (USER_HZ 100).
-    (ticks(13) + ticks(14)) / 100.0
+    fields.into_iter().map(ticks).sum::<f64>() / 100.0
 }
 
 /// CPU nanoseconds per system call of a process nobody captures:
@@ -539,6 +542,20 @@ impl Stat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_tick_fields_follow_the_process_name() {
+        let path = std::env::temp_dir().join(format!("sw-stat-{}", std::process::id()));
+        // A name with spaces and a ')' of its own; utime 250, stime 50,
+        // cutime 7, cstime 3 ticks.
+        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194304 10 0 0 0 250 50 7 3 20 0 1 0";
+        std::fs::write(&path, line).expect("write stat");
+        let p = path.to_str().expect("utf-8 temp path");
+        assert_eq!(stat_seconds(p, [11, 12]), 3.0);
+        assert_eq!(stat_seconds(p, [13, 14]), 0.1);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(stat_seconds("/nonexistent/stat", [11, 12]), 0.0);
+    }
 
     #[test]
     fn wrk_output() {
