@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::rig::{free_port, metric_sum};
-use crate::bench::{now_utc, rusage_children};
+use crate::bench::{now_utc, rig};
 use crate::pcapw::{ACK, PSH_ACK, PcapWriter, SYN};
 
 /// Seconds of event time between two requests of one session.
@@ -180,7 +180,7 @@ struct Run {
 }
 
 fn replay(sessionwatch: &Path, pcap: &Path, config: &Path, metrics: &Path) -> Result<Run> {
-    let before = rusage_children();
+    let before = rig::children_cpu_seconds();
     let start = Instant::now();
     let out = Command::new(sessionwatch)
         .arg("replay")
@@ -194,7 +194,7 @@ fn replay(sessionwatch: &Path, pcap: &Path, config: &Path, metrics: &Path) -> Re
         .output()
         .context("run sessionwatch replay")?;
     let wall_s = start.elapsed().as_secs_f64();
-    let cpu_s = rusage_children() - before;
+    let cpu_s = rig::children_cpu_seconds() - before;
     if !out.status.success() {
         bail!(
             "sessionwatch replay failed: {}\n{}",

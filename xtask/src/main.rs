@@ -642,7 +642,7 @@ fn run(args: &[OsString]) -> Result<()> {
 }
 
 /// Builds what the benchmarks run (the agent with its eBPF object, the
-/// `probe_floor` and `session_memory` examples), release or debug, and
+/// floor and memory examples), release or debug, and
 /// returns their paths.
 fn bench_bins(release: bool) -> Result<bench::Bins> {
     build_ebpf(true)?;
@@ -662,6 +662,8 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         "sessionwatch-sessions",
         "--example",
         "session_memory",
+        "--example",
+        "session_floor",
         "-p",
         "sessionwatch-http",
         "--example",
@@ -675,6 +677,7 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         probe_floor: dir.join("examples/probe_floor"),
         session_memory: dir.join("examples/session_memory"),
         replay_floor: dir.join("examples/replay_throughput"),
+        session_floor: dir.join("examples/session_floor"),
     })
 }
 

@@ -416,7 +416,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// CPU seconds (user + system) of the children this process has waited
 /// for (`cutime` + `cstime` of `/proc/self/stat`).
-fn children_cpu_seconds() -> f64 {
+pub fn children_cpu_seconds() -> f64 {
     stat_seconds("/proc/self/stat", [13, 14])
 }
 
