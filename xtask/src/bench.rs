@@ -729,10 +729,12 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
     let room = |budget_us: f64| {
         let left = budget_us - us(gc);
         if left <= 0.0 {
-            format!("no time at all ({budget_us:.2} µs per exchange is less than the floor alone)")
+            format!(
+                "no time at all (a budget of {budget_us:.2} µs per exchange is below the floor alone)"
+            )
         } else {
             format!(
-                "{left:.2} µs ({:.0} % of what it takes now)",
+                "{left:.2} µs per exchange ({:.0} % of what it takes now)",
                 left / above.max(1e-9) * 100.0
             )
         }
@@ -743,7 +745,7 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
          ID cost {:.2} µs per exchange ({:.0} exchanges/s per core, {:.1}× tshark). Above it sessionwatch spends \
          {above:.2} µs per exchange on the rest of the analysis: pairing requests with responses, client \
          fingerprints, Set-Cookie attributes, routes, the session table, learning, the 20 detectors and their \
-         findings. For all of that, 1,000,000 exchanges/s/core leaves {} per exchange; 50× tshark leaves {}",
+         findings. For all of that, 1,000,000 exchanges/s/core leaves {}; 50× tshark leaves {}",
         us(gc),
         exchanges as f64 / gc.max(1e-9),
         tsc / gc.max(1e-9),
