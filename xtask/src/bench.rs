@@ -20,6 +20,7 @@ mod hooks;
 mod live;
 mod memory;
 pub(crate) mod rig;
+mod targets;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -611,8 +612,9 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
     let per_core = exchanges as f64 / swc.max(1e-9);
     let us = |cpu: f64| cpu * 1e6 / exchanges as f64;
     let mut md = String::new();
+    let date = now_utc();
     let _ = writeln!(md, "## Replay throughput (`cargo xtask bench replay`)\n");
-    let _ = writeln!(md, "- Date: {}", now_utc());
+    let _ = writeln!(md, "- Date: {date}");
     let _ = writeln!(md, "- Machine: {}", machine());
     let _ = writeln!(
         md,
@@ -762,6 +764,57 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
             "not met"
         }
     );
+    let ratio = tsc / swc.max(1e-9);
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    targets::record(
+        &root.join("BENCHMARKS.md"),
+        "replay",
+        &date,
+        &[
+            targets::Row {
+                target: targets::REPLAY_PER_CORE,
+                measured: format!("{per_core:.0} ({:.2} µs per exchange)", us(swc)),
+                floor: format!(
+                    "G, the least session analysis: {:.0} ({:.2} µs)",
+                    exchanges as f64 / gc.max(1e-9),
+                    us(gc)
+                ),
+                status: if per_core >= 1e6 {
+                    "met".to_owned()
+                } else if us(gc) >= 1.0 {
+                    "not met: the floor alone takes the whole budget of 1 µs per exchange"
+                        .to_owned()
+                } else {
+                    format!(
+                        "not met: the budget leaves {:.2} µs per exchange above the floor, the analysis takes {above:.2}",
+                        1.0 - us(gc)
+                    )
+                },
+            },
+            targets::Row {
+                target: targets::REPLAY_VS_TSHARK,
+                measured: format!("{ratio:.1}×"),
+                floor: format!("G: {:.1}×", tsc / gc.max(1e-9)),
+                status: if ratio >= 50.0 {
+                    "met".to_owned()
+                } else {
+                    format!(
+                        "not met: 50× leaves {:.2} µs per exchange above the floor, the analysis takes {above:.2}",
+                        us(tsc / 50.0 - gc)
+                    )
+                },
+            },
+            targets::Row {
+                target: targets::REPLAY_RSS,
+                measured: format!(
+                    "{:+.1} % for twice the file (tables bounded)",
+                    bounded_growth * 100.0
+                ),
+                floor: "–".to_owned(),
+                status: met(bounded_growth.abs() <= 0.05).to_owned(),
+            },
+        ],
+    )?;
     write_section(&root.join("BENCHMARKS.md"), "## Replay throughput", &md)?;
     eprint!("{md}");
     Ok(())

@@ -56,7 +56,8 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode, sessions: u64) -> Result<()> {
     }
     let mut md = String::new();
     let _ = writeln!(md, "## Memory per session (`cargo xtask bench memory`)\n");
-    let _ = writeln!(md, "- Date: {}", super::now_utc());
+    let date = super::now_utc();
+    let _ = writeln!(md, "- Date: {date}");
     let _ = writeln!(md, "- Machine: {}", super::machine());
     let _ = writeln!(
         md,
@@ -82,15 +83,23 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode, sessions: u64) -> Result<()> {
         "- Layout: a slab of slots (key 8 B, record {record:.0} B, last seen 8 B, LRU links 8 B) and a hash index of \
          (key, slot) entries at ≤ 7/8 load; no per-session heap allocation, the raw ID is never stored"
     );
+    let met = heap <= TARGET_BYTES && rss <= TARGET_BYTES * 1.1;
     let _ = writeln!(
         md,
         "- Target ≤ {TARGET_BYTES:.0} bytes per session at 1M sessions: {}\n",
-        if heap <= TARGET_BYTES && rss <= TARGET_BYTES * 1.1 {
-            "met"
-        } else {
-            "not met"
-        }
+        if met { "met" } else { "not met" }
     );
+    super::targets::record(
+        &root.join("BENCHMARKS.md"),
+        "memory",
+        &date,
+        &[super::targets::Row {
+            target: super::targets::MEMORY,
+            measured: format!("{heap:.1} B heap, {rss:.1} B resident, at {sessions} sessions"),
+            floor: "–".to_owned(),
+            status: if met { "met" } else { "not met" }.to_owned(),
+        }],
+    )?;
     super::write_section(&root.join("BENCHMARKS.md"), "## Memory per session", &md)?;
     eprint!("{md}");
     Ok(())
