@@ -138,6 +138,156 @@ pub struct Finding {
     pub container: Option<FindingContainer>,
 }
 
+impl Finding {
+    /// Appends the finding's JSON object to `out`, byte for byte what
+    /// `serde_json::to_writer` writes for it (same field order, same
+    /// escaping), without the serializer's per-byte escape loop: the
+    /// strings of a finding (a User-Agent, the message) are long and almost
+    /// never need escaping, so runs of eight clean bytes are copied at once.
+    /// The evidence map goes through serde_json (its values are any JSON).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"time\":");
+        json_str(out, &self.time);
+        out.extend_from_slice(b",\"detector\":");
+        json_str(out, &self.detector);
+        out.extend_from_slice(b",\"severity\":\"");
+        out.extend_from_slice(self.severity.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"service\":");
+        json_str(out, &self.service);
+        out.extend_from_slice(b",\"node\":");
+        json_str(out, &self.node);
+        out.extend_from_slice(b",\"session\":");
+        json_opt_str(out, self.session.as_deref());
+        out.extend_from_slice(b",\"cookie\":");
+        json_opt_str(out, self.cookie.as_deref());
+        out.extend_from_slice(b",\"client\":{\"ip\":");
+        json_opt_str(out, self.client.ip.as_deref());
+        out.extend_from_slice(b",\"user_agent\":");
+        json_opt_str(out, self.client.user_agent.as_deref());
+        out.extend_from_slice(b"},\"request\":{\"method\":");
+        json_str(out, &self.request.method);
+        out.extend_from_slice(b",\"host\":");
+        json_opt_str(out, self.request.host.as_deref());
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, &self.request.path);
+        out.extend_from_slice(b",\"status\":");
+        match self.request.status {
+            Some(code) => {
+                let mut digits = [0u8; 5];
+                let mut n = digits.len();
+                let mut v = code;
+                loop {
+                    n -= 1;
+                    digits[n] = b'0' + (v % 10) as u8;
+                    v /= 10;
+                    if v == 0 {
+                        break;
+                    }
+                }
+                out.extend_from_slice(&digits[n..]);
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"},\"cwe\":");
+        json_str(out, &self.cwe);
+        out.extend_from_slice(b",\"message\":");
+        json_str(out, &self.message);
+        out.extend_from_slice(b",\"evidence\":");
+        serde_json::to_writer(&mut *out, &self.evidence)?;
+        if let Some(c) = &self.container {
+            out.extend_from_slice(b",\"container\":{\"id\":");
+            json_str(out, &c.id);
+            if let Some(pod) = &c.pod {
+                out.extend_from_slice(b",\"pod\":");
+                json_str(out, pod);
+            }
+            if let Some(ns) = &c.namespace {
+                out.extend_from_slice(b",\"namespace\":");
+                json_str(out, ns);
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// A JSON string or `null`.
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Appends `s` as a JSON string with serde_json's escaping: `"` and `\`
+/// backslash-escaped, the control characters below 0x20 as `\b \t \n \f
+/// \r` or `\u00XX` (lower-case hex), everything else (DEL, non-ASCII UTF-8)
+/// as is.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(word)
+            && !word_needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes[i];
+        let short = match b {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            0x08 => Some(b'b'),
+            0x09 => Some(b't'),
+            0x0a => Some(b'n'),
+            0x0c => Some(b'f'),
+            0x0d => Some(b'r'),
+            0x00..=0x1f => None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match short {
+            Some(c) => out.extend_from_slice(&[b'\\', c]),
+            None => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `w` is below 0x20, `"` or `\`
+/// (exact: the classic "has a byte less than n" and "has a zero byte" bit
+/// tricks have no false positives for the question "any byte?").
+#[inline]
+const fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let q = w ^ (ONES * b'"' as u64);
+    let quote = q.wrapping_sub(ONES) & !q & HIGH;
+    let bs = w ^ (ONES * b'\\' as u64);
+    let backslash = bs.wrapping_sub(ONES) & !bs & HIGH;
+    control | quote | backslash != 0
+}
+
 /// Consumer of findings (alert sinks, metrics, a test recorder).
 pub trait FindingSink {
     /// Handles one finding.
@@ -159,6 +309,99 @@ impl<S: FindingSink + ?Sized> FindingSink for &mut S {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(text: &str) -> Finding {
+        let mut evidence = serde_json::Map::new();
+        evidence.insert("note".into(), serde_json::Value::from(text));
+        evidence.insert("count".into(), serde_json::Value::from(3));
+        Finding {
+            time: "2026-11-26T06:01:02.123Z".into(),
+            detector: "session_cleartext".into(),
+            severity: Severity::High,
+            service: text.into(),
+            node: "node-1".into(),
+            session: Some("9f2c1a7e5b3d4c60".into()),
+            cookie: Some(text.into()),
+            client: FindingClient {
+                ip: Some("203.0.113.7".into()),
+                user_agent: Some(text.into()),
+            },
+            request: FindingRequest {
+                method: "GET".into(),
+                host: None,
+                path: text.into(),
+                status: Some(302),
+            },
+            cwe: "CWE-319".into(),
+            message: text.into(),
+            evidence,
+            container: None,
+        }
+    }
+
+    fn assert_same_as_serde(f: &Finding) {
+        let mut ours = Vec::new();
+        f.write_json(&mut ours).expect("writes");
+        let theirs = serde_json::to_vec(f).expect("serialises");
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
+
+    #[test]
+    fn direct_json_is_serde_json_byte_for_byte() {
+        // Every ASCII byte (controls, quote, backslash, DEL), multi-byte
+        // UTF-8, and each special byte at every offset of an 8-byte word.
+        let all_ascii: String = (0u8..=0x7f).map(char::from).collect();
+        let mut texts = vec![
+            String::new(),
+            "plain".to_owned(),
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0".to_owned(),
+            all_ascii,
+            "é日本\u{2028}\u{1F600}\"q\"\\".to_owned(),
+        ];
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', ' ', 'é'] {
+            for offset in 0..17 {
+                let mut t = "a".repeat(offset);
+                t.push(special);
+                t.push_str("bcdefghijklmnop");
+                texts.push(t);
+            }
+        }
+        for t in &texts {
+            let mut f = sample(t);
+            assert_same_as_serde(&f);
+            f.session = None;
+            f.cookie = None;
+            f.client.ip = None;
+            f.client.user_agent = None;
+            f.request.host = Some(t.clone());
+            f.request.status = None;
+            assert_same_as_serde(&f);
+            for status in [0, 7, 42, 200, 1000, u16::MAX] {
+                f.request.status = Some(status);
+                assert_same_as_serde(&f);
+            }
+            f.container = Some(FindingContainer {
+                id: t.clone(),
+                pod: None,
+                namespace: None,
+            });
+            assert_same_as_serde(&f);
+            f.container = Some(FindingContainer {
+                id: "c".into(),
+                pod: Some(t.clone()),
+                namespace: Some(t.clone()),
+            });
+            assert_same_as_serde(&f);
+        }
+        for sev in Severity::ALL {
+            let mut f = sample("x");
+            f.severity = sev;
+            assert_same_as_serde(&f);
+        }
+    }
 
     #[test]
     fn container_is_additive() {

@@ -39,8 +39,8 @@ pub struct JsonLinesSink {
     /// Flush after every finding (live) or only when the buffer fills and
     /// at [`JsonLinesSink::flush`] (replay).
     flush_each: bool,
-    /// One finding serialised ahead of a single `write_all`: serde_json
-    /// writing straight into the boxed writer makes one dynamic call per
+    /// One finding serialised ahead of a single `write_all`: writing
+    /// straight into the boxed writer would make one dynamic call per
     /// token. Reused across findings; shrunk back after an unusually large
     /// one so it stays bounded.
     line: Vec<u8>,
@@ -106,7 +106,7 @@ impl JsonLinesSink {
         if self.line.capacity() > 4 * LINE_CAPACITY {
             self.line.shrink_to(LINE_CAPACITY);
         }
-        serde_json::to_writer(&mut self.line, finding)?;
+        finding.write_json(&mut self.line)?;
         self.line.push(b'\n');
         self.out.write_all(&self.line)?;
         if self.flush_each {
