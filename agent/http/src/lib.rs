@@ -110,90 +110,135 @@ impl Headers {
     }
 }
 
+/// A header name of at most 32 bytes as four little-endian words, zero
+/// padded: names compare a word (eight bytes) at a time.
+type NameWords = [u64; 4];
+
 /// Lower-case header names common enough in requests and responses that
 /// parsing every head would otherwise allocate a copy of each of them,
-/// indexed by length: a lookup compares the raw name only against the few
-/// entries (at most five) of its length, each exiting at the first
-/// differing byte.
-const WELL_KNOWN: [&[&str]; 28] = [
+/// indexed by length, each with its [`NameWords`]: a lookup lower-cases the
+/// raw name a word at a time and compares it with the few entries (at most
+/// five) of its length, one word compare each for nearly every miss.
+const WELL_KNOWN: [&[(&str, NameWords)]; 28] = [
     &[],
     &[],
-    &["te"],
-    &["age", "via"],
-    &["date", "etag", "host", "vary"],
-    &["range"],
-    &["accept", "cookie", "origin", "pragma", "server"],
-    &["expires", "referer", "upgrade"],
-    &["location"],
-    &["forwarded", "x-real-ip"],
-    &["connection", "keep-alive", "set-cookie", "user-agent"],
-    &[],
-    &["x-csrf-token", "content-type", "x-xsrf-token"],
+    &[k("te")],
+    &[k("age"), k("via")],
+    &[k("date"), k("etag"), k("host"), k("vary")],
+    &[k("range")],
     &[
-        "authorization",
-        "cache-control",
-        "if-none-match",
-        "accept-ranges",
-        "last-modified",
+        k("accept"),
+        k("cookie"),
+        k("origin"),
+        k("pragma"),
+        k("server"),
     ],
+    &[k("expires"), k("referer"), k("upgrade")],
+    &[k("location")],
+    &[k("forwarded"), k("x-real-ip")],
     &[
-        "content-length",
-        "sec-fetch-dest",
-        "sec-fetch-mode",
-        "sec-fetch-site",
-        "sec-fetch-user",
-    ],
-    &[
-        "accept-encoding",
-        "accept-language",
-        "x-frame-options",
-        "x-forwarded-for",
-    ],
-    &["content-encoding", "x-requested-with", "x-forwarded-host"],
-    &[
-        "x-forwarded-proto",
-        "transfer-encoding",
-        "if-modified-since",
+        k("connection"),
+        k("keep-alive"),
+        k("set-cookie"),
+        k("user-agent"),
     ],
     &[],
+    &[k("x-csrf-token"), k("content-type"), k("x-xsrf-token")],
+    &[
+        k("authorization"),
+        k("cache-control"),
+        k("if-none-match"),
+        k("accept-ranges"),
+        k("last-modified"),
+    ],
+    &[
+        k("content-length"),
+        k("sec-fetch-dest"),
+        k("sec-fetch-mode"),
+        k("sec-fetch-site"),
+        k("sec-fetch-user"),
+    ],
+    &[
+        k("accept-encoding"),
+        k("accept-language"),
+        k("x-frame-options"),
+        k("x-forwarded-for"),
+    ],
+    &[
+        k("content-encoding"),
+        k("x-requested-with"),
+        k("x-forwarded-host"),
+    ],
+    &[
+        k("x-forwarded-proto"),
+        k("transfer-encoding"),
+        k("if-modified-since"),
+    ],
     &[],
     &[],
     &[],
-    &["x-content-type-options"],
-    &["content-security-policy"],
     &[],
-    &["upgrade-insecure-requests", "strict-transport-security"],
+    &[k("x-content-type-options")],
+    &[k("content-security-policy")],
     &[],
-    &["access-control-allow-origin"],
+    &[
+        k("upgrade-insecure-requests"),
+        k("strict-transport-security"),
+    ],
+    &[],
+    &[k("access-control-allow-origin")],
 ];
+
+/// A table entry: the name and its words (computed at compile time).
+const fn k(name: &'static str) -> (&'static str, NameWords) {
+    let b = name.as_bytes();
+    let mut words = [0u64; 4];
+    let mut i = 0;
+    while i < b.len() {
+        words[i / 8] |= (b[i] as u64) << (8 * (i % 8));
+        i += 1;
+    }
+    (name, words)
+}
 
 /// The lower-cased form of header name `raw`: a `'static` borrow when it is
 /// a well-known name (compared ASCII case-insensitively, so `Content-Type`
 /// and `content-type` both hit), an owned lower-case copy otherwise.
 pub fn header_name(raw: &str) -> Cow<'static, str> {
-    // Lower-case the name once into a stack buffer, then compare the few
-    // candidates of its length byte for byte: a per-candidate
-    // case-insensitive compare lower-cases the name again for each one.
-    let mut lower = [0u8; WELL_KNOWN.len()];
-    let hit = WELL_KNOWN.get(raw.len()).and_then(|candidates| {
-        let lower = lower.get_mut(..raw.len())?;
-        for (l, b) in lower.iter_mut().zip(raw.bytes()) {
-            *l = b.to_ascii_lowercase();
+    let candidates = WELL_KNOWN.get(raw.len()).copied().unwrap_or_default();
+    if !candidates.is_empty() {
+        // Every length with candidates is at most 27 bytes: the name fits.
+        let mut buf = [0u8; 32];
+        if let Some(dst) = buf.get_mut(..raw.len()) {
+            dst.copy_from_slice(raw.as_bytes());
         }
-        candidates.iter().find(|k| same(k.as_bytes(), lower))
-    });
-    match hit {
-        Some(k) => Cow::Borrowed(*k),
-        None => Cow::Owned(raw.to_ascii_lowercase()),
+        let mut words = [0u64; 4];
+        for (w, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *w = ascii_lower_word(u64::from_le_bytes(le));
+        }
+        if let Some((name, _)) = candidates.iter().find(|(_, k)| *k == words) {
+            return Cow::Borrowed(name);
+        }
     }
+    Cow::Owned(raw.to_ascii_lowercase())
 }
 
-/// Byte equality of two short names, exiting at the first difference:
-/// nearly every candidate differs in its first byte or two, where a call
-/// into the C library's `memcmp` costs more than the loop.
+/// `w` with each of its eight bytes that is an ASCII capital letter
+/// lower-cased (0x20 added), every other byte unchanged: per byte, the
+/// high bit of `x + (0x80 - 'A')` says `x >= 'A'` and that of
+/// `x + (0x80 - 'Z' - 1)` says `x > 'Z'`, on the low seven bits so no
+/// carry crosses bytes; bytes at or above 0x80 are masked out.
 #[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+const fn ascii_lower_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = w & !HIGH;
+    let at_least_a = low7 + ONES * (0x80 - b'A' as u64);
+    let above_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = at_least_a & !above_z & !w & HIGH;
+    w | (upper >> 2)
 }
 
 /// A request head.
@@ -285,6 +330,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn word_lower_casing_is_ascii_lower_casing_for_every_byte() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                // The byte at `pos`, neighbours that carry or borrow the most.
+                let mut bytes = [0xffu8; 8];
+                bytes[pos] = b;
+                let got = ascii_lower_word(u64::from_le_bytes(bytes)).to_le_bytes();
+                let want = bytes.map(|x| x.to_ascii_lowercase());
+                assert_eq!(got, want, "byte {b:#04x} at {pos}");
+                let mut bytes = [b'Z'; 8];
+                bytes[pos] = b;
+                let got = ascii_lower_word(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(
+                    got,
+                    bytes.map(|x| x.to_ascii_lowercase()),
+                    "byte {b:#04x} at {pos}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn header_names_are_lowercased_and_interned() {
         assert!(matches!(
             header_name("Content-Type"),
@@ -295,12 +362,39 @@ mod tests {
             matches!(header_name("X-Custom-Thing"), Cow::Owned(ref s) if s == "x-custom-thing")
         );
         for (len, names) in WELL_KNOWN.iter().enumerate() {
-            for k in *names {
+            for (k, _) in *names {
                 assert_eq!(k.len(), len, "{k}");
                 assert!(!k.bytes().any(|b| b.is_ascii_uppercase()), "{k}");
                 assert!(
                     matches!(header_name(&k.to_ascii_uppercase()), Cow::Borrowed(b) if b == *k)
                 );
+            }
+        }
+        // Mixed case hits; a byte that only differs by 0x20 from a
+        // non-letter (`-` vs CR, `0` vs DLE) or from a non-ASCII byte misses.
+        for names in WELL_KNOWN {
+            for (k, _) in names.iter() {
+                let mixed: String = k
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                assert!(matches!(header_name(&mixed), Cow::Borrowed(b) if b == *k));
+                for i in 0..k.len() {
+                    let mut near = k.as_bytes().to_vec();
+                    near[i] ^= 0x20;
+                    if near[i].is_ascii_alphabetic() {
+                        continue;
+                    }
+                    let near = String::from_utf8_lossy(&near).into_owned();
+                    assert!(matches!(header_name(&near), Cow::Owned(_)), "{near:?}");
+                }
             }
         }
         assert!(matches!(header_name(""), Cow::Owned(ref s) if s.is_empty()));
