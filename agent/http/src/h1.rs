@@ -508,15 +508,17 @@ struct BodyInfo {
 }
 
 impl BodyInfo {
+    /// `name` is lower-case (from [`crate::header_name`]): an exact compare,
+    /// where the length check alone rejects nearly every other field.
     fn observe(&mut self, name: &str, value: &[u8]) {
-        if name.eq_ignore_ascii_case("content-length") {
+        if name == "content-length" {
             let parsed = parse_content_length(value);
             self.content_length = Some(match (self.content_length, parsed) {
                 (None, v) => v,
                 (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
                 _ => Err(()),
             });
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name == "transfer-encoding" {
             self.te_present = true;
             if let Some(last) = value
                 .split(|b| *b == b',')
@@ -525,7 +527,7 @@ impl BodyInfo {
             {
                 self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
-        } else if name.eq_ignore_ascii_case("upgrade") {
+        } else if name == "upgrade" {
             self.upgrade = true;
         }
     }
@@ -563,11 +565,14 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 fn owned_headers(hs: &[httparse::Header<'_>], info: &mut BodyInfo) -> Headers {
-    let bytes = hs.iter().map(|h| trim(h.value).len()).sum();
+    // Room for the untrimmed values: at most a few bytes of surrounding
+    // whitespace too many, for one pass over the fields instead of two.
+    let bytes = hs.iter().map(|h| h.value.len()).sum();
     let mut out = Headers::with_capacity(hs.len(), bytes);
     for h in hs {
-        info.observe(h.name, h.value);
-        out.push_named(crate::header_name(h.name), trim(h.value));
+        let name = crate::header_name(h.name);
+        info.observe(&name, h.value);
+        out.push_named(name, trim(h.value));
     }
     out
 }
