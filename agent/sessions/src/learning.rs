@@ -179,7 +179,7 @@ pub fn is_non_session_name(name: &str) -> bool {
     if bare.len() > buf.len() {
         // Long names are not in the lists; only substrings can match.
         let lower = bare.to_ascii_lowercase();
-        return CONTAINS.iter().any(|c| lower.contains(c));
+        return CONTAINS.iter().any(|c| contains(lower.as_bytes(), c));
     }
     let lower = &mut buf[..bare.len()];
     lower.copy_from_slice(bare.as_bytes());
@@ -189,7 +189,15 @@ pub fn is_non_session_name(name: &str) -> bool {
     };
     EXACT.contains(&lower)
         || PREFIXES.iter().any(|p| lower.starts_with(p))
-        || CONTAINS.iter().any(|c| lower.contains(c))
+        || CONTAINS.iter().any(|c| contains(lower.as_bytes(), c))
+}
+
+/// Whether `needle` occurs in `hay`: a plain window compare, which on
+/// cookie names (tens of bytes) and these needles (4–11 bytes) costs less
+/// than setting up `str::contains`'s two-way searcher for each needle.
+fn contains(hay: &[u8], needle: &str) -> bool {
+    // `windows(0)` would panic; the empty needle is in every name.
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// A value that could be a session identifier: long enough and random
