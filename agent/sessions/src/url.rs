@@ -84,27 +84,71 @@ pub fn for_each_param<'a>(
     // Path parameters need a `;`; most paths have none.
     let segments = memchr::memchr(b';', path.as_bytes())
         .is_some()
-        .then(|| path.split('/'))
+        .then(|| ByteSplit::new(path, b'/'))
         .into_iter()
         .flatten();
     for seg in segments {
-        for param in seg.split(';').skip(1) {
+        for param in ByteSplit::new(seg, b';').skip(1) {
             if n >= max {
                 return;
             }
             n += 1;
-            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            let (k, v) = split_pair(param);
             f(k, v, UrlLocation::PathParameter);
         }
     }
     if let Some(q) = query_of(target) {
-        for param in q.split('&') {
+        for param in ByteSplit::new(q, b'&') {
             if n >= max {
                 return;
             }
             n += 1;
-            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            let (k, v) = split_pair(param);
             f(k, v, UrlLocation::Query);
+        }
+    }
+}
+
+/// `name=value` split at the first `=`; no `=`: the whole as the name.
+fn split_pair(param: &str) -> (&str, &str) {
+    match memchr::memchr(b'=', param.as_bytes()) {
+        Some(i) => (
+            param.get(..i).unwrap_or(param),
+            param.get(i + 1..).unwrap_or(""),
+        ),
+        None => (param, ""),
+    }
+}
+
+/// `str::split` on one ASCII byte, with `memchr`: the same pieces (empty
+/// ones included), without setting up a char searcher per call. Splitting
+/// at an ASCII byte always lands on a char boundary.
+struct ByteSplit<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> ByteSplit<'a> {
+    fn new(s: &'a str, sep: u8) -> ByteSplit<'a> {
+        debug_assert!(sep.is_ascii());
+        ByteSplit { rest: Some(s), sep }
+    }
+}
+
+impl<'a> Iterator for ByteSplit<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match memchr::memchr(self.sep, rest.as_bytes()) {
+            Some(i) => {
+                self.rest = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
         }
     }
 }
@@ -203,6 +247,54 @@ mod tests {
         let big = format!("/x?{}", "a=1&".repeat(10_000));
         for_each_param(&big, 64, |_, _, _| n += 1);
         assert_eq!(n, 64);
+    }
+
+    /// The parameters as `str::split` finds them: the reference
+    /// [`for_each_param`] must agree with.
+    fn params_by_str_split(target: &str, max: usize) -> Vec<(String, String, UrlLocation)> {
+        let mut out = Vec::new();
+        let path = path_of(target);
+        if path.contains(';') {
+            for seg in path.split('/') {
+                for p in seg.split(';').skip(1) {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    out.push((k.to_owned(), v.to_owned(), UrlLocation::PathParameter));
+                }
+            }
+        }
+        if let Some(q) = query_of(target) {
+            for p in q.split('&') {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                out.push((k.to_owned(), v.to_owned(), UrlLocation::Query));
+            }
+        }
+        out.truncate(max);
+        out
+    }
+
+    #[test]
+    fn params_match_str_split_on_odd_targets() {
+        let targets = [
+            "/",
+            "/a?",
+            "/a?&",
+            "/a?&&=",
+            "/a?=x&=&x=",
+            "/a?b==c&d=e=f",
+            "/;;/;=;a=b?x#y",
+            "/a;b/c;d=e;;f?g=h&i&",
+            "/é;k=é/ü?ключ=значение&日本=語",
+            "http://h/p;s=1?q=2",
+            "/x?a=1#frag&b=2",
+            ";?;",
+        ];
+        for t in targets {
+            for max in [0, 1, 3, 64] {
+                let mut got = Vec::new();
+                for_each_param(t, max, |k, v, l| got.push((k.to_owned(), v.to_owned(), l)));
+                assert_eq!(got, params_by_str_split(t, max), "{t:?} max {max}");
+            }
+        }
     }
 
     #[test]
