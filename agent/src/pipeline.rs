@@ -55,13 +55,13 @@ pub struct AnalysisStage {
 }
 
 impl ExchangeSink for AnalysisStage {
-    fn on_exchange(&mut self, mut exchange: Exchange) {
+    fn on_exchange(&mut self, exchange: &mut Exchange) {
         // Connections opened before the pod cache knew their container
         // get the pod as soon as it does.
         if let Some(pods) = &self.pods {
-            pods.enrich_exchange(&mut exchange);
+            pods.enrich_exchange(exchange);
         }
-        self.analyzer.on_exchange(&exchange, &mut self.findings);
+        self.analyzer.on_exchange(exchange, &mut self.findings);
         // A name learned by this exchange (rare): say so once.
         while let Some((service, l)) = self.analyzer.learned_cookies().nth(self.learned_logged) {
             self.learned_logged += 1;

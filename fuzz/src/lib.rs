@@ -70,7 +70,7 @@ pub struct CheckingSink {
 }
 
 impl ExchangeSink for CheckingSink {
-    fn on_exchange(&mut self, ex: Exchange) {
+    fn on_exchange(&mut self, ex: &mut Exchange) {
         self.exchanges += 1;
         // HTTP/2 joins the cookie crumbs into one `cookie` field that is
         // never dropped (it carries the session); it comes on top of the

@@ -32,8 +32,8 @@ struct Analysis {
 }
 
 impl ExchangeSink for Analysis {
-    fn on_exchange(&mut self, ex: Exchange) {
-        self.analyzer.on_exchange(&ex, &mut self.findings);
+    fn on_exchange(&mut self, ex: &mut Exchange) {
+        self.analyzer.on_exchange(ex, &mut self.findings);
     }
 }
 

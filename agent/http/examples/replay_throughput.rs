@@ -32,7 +32,7 @@ struct Count {
 }
 
 impl ExchangeSink for Count {
-    fn on_exchange(&mut self, e: Exchange) {
+    fn on_exchange(&mut self, e: &mut Exchange) {
         self.exchanges += 1;
         self.answered += u64::from(e.response.is_some());
     }

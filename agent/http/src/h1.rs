@@ -84,7 +84,9 @@ use sessionwatch_streams::{
 };
 
 use crate::h2::{self, H2Conn, H2Limits};
-use crate::{Exchange, ExchangeSink, Headers, HttpStats, Protocol, Request, Response};
+use crate::{
+    Exchange, ExchangeSink, Headers, HttpStats, Protocol, Request, Response, SpareHeaders,
+};
 
 /// Hard upper bound on [`Limits::max_headers`] (the size of the on-stack
 /// header array handed to httparse).
@@ -564,11 +566,15 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end.max(start)]
 }
 
-fn owned_headers(hs: &[httparse::Header<'_>], info: &mut BodyInfo) -> Headers {
+fn owned_headers(
+    hs: &[httparse::Header<'_>],
+    info: &mut BodyInfo,
+    spare: &mut SpareHeaders,
+) -> Headers {
     // Room for the untrimmed values: at most a few bytes of surrounding
     // whitespace too many, for one pass over the fields instead of two.
     let bytes = hs.iter().map(|h| h.value.len()).sum();
-    let mut out = Headers::with_capacity(hs.len(), bytes);
+    let mut out = spare.take(hs.len(), bytes);
     for h in hs {
         let name = crate::header_name(h.name);
         info.observe(&name, h.value);
@@ -603,6 +609,7 @@ fn parse_request(
     buf: &[u8],
     ts: Timestamp,
     max_headers: usize,
+    spare: &mut SpareHeaders,
 ) -> Outcome {
     let mut hdrs = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut []);
@@ -612,7 +619,7 @@ fn parse_request(
                 return Outcome::Error("invalid_head");
             };
             let mut info = BodyInfo::default();
-            let headers = owned_headers(req.headers, &mut info);
+            let headers = owned_headers(req.headers, &mut info, spare);
             let host = headers
                 .get_str("host")
                 .map(|h| Box::<str>::from(h.trim()))
@@ -666,6 +673,7 @@ fn parse_response(
     buf: &[u8],
     ts: Timestamp,
     max_headers: usize,
+    spare: &mut SpareHeaders,
 ) -> Outcome {
     let mut hdrs = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let mut resp = httparse::Response::new(&mut []);
@@ -675,7 +683,7 @@ fn parse_response(
                 return Outcome::Error("invalid_head");
             };
             let mut body = BodyInfo::default();
-            let headers = owned_headers(resp.headers, &mut body);
+            let headers = owned_headers(resp.headers, &mut body, spare);
             Outcome::Complete(
                 n,
                 Head::Response {
@@ -731,6 +739,7 @@ struct Ctx<'a, S> {
     req_cfg: &'a httparse::ParserConfig,
     resp_cfg: &'a httparse::ParserConfig,
     h2_limits: &'a H2Limits,
+    spare: &'a mut SpareHeaders,
 }
 
 impl<S: ExchangeSink> Ctx<'_, S> {
@@ -756,12 +765,14 @@ impl<S: ExchangeSink> Ctx<'_, S> {
         if response.is_none() {
             self.stats.unanswered += 1;
         }
-        self.sink.on_exchange(Exchange {
+        let mut ex = Exchange {
             conn: conn.clone(),
             protocol: Protocol::Http1,
             request,
             response,
-        });
+        };
+        self.sink.on_exchange(&mut ex);
+        self.spare.give_exchange(ex);
     }
 }
 
@@ -1367,12 +1378,12 @@ impl Conn {
     }
 }
 
-fn parse_head<S>(kind: usize, buf: &[u8], ts: Timestamp, ctx: &Ctx<'_, S>) -> Outcome {
+fn parse_head<S>(kind: usize, buf: &[u8], ts: Timestamp, ctx: &mut Ctx<'_, S>) -> Outcome {
     let max = ctx.limits.max_headers.clamp(1, MAX_HEADERS_CAP);
     if kind == REQ {
-        parse_request(ctx.req_cfg, buf, ts, max)
+        parse_request(ctx.req_cfg, buf, ts, max, ctx.spare)
     } else {
-        parse_response(ctx.resp_cfg, buf, ts, max)
+        parse_response(ctx.resp_cfg, buf, ts, max, ctx.spare)
     }
 }
 
@@ -1389,6 +1400,8 @@ pub struct H1Stage<S: ExchangeSink> {
     req_cfg: httparse::ParserConfig,
     resp_cfg: httparse::ParserConfig,
     h2_limits: H2Limits,
+    /// Header buffers of emitted exchanges, reused by the next heads.
+    spare: SpareHeaders,
 }
 
 impl<S: ExchangeSink> H1Stage<S> {
@@ -1413,6 +1426,7 @@ impl<S: ExchangeSink> H1Stage<S> {
             req_cfg,
             resp_cfg,
             h2_limits: H2Limits::default(),
+            spare: SpareHeaders::default(),
         }
     }
 
@@ -1473,6 +1487,7 @@ impl<S: ExchangeSink> H1Stage<S> {
                 req_cfg: &self.req_cfg,
                 resp_cfg: &self.resp_cfg,
                 h2_limits: &self.h2_limits,
+                spare: &mut self.spare,
             };
             c.close(&mut ctx);
         }
@@ -1488,6 +1503,7 @@ impl<S: ExchangeSink> H1Stage<S> {
             req_cfg: &self.req_cfg,
             resp_cfg: &self.resp_cfg,
             h2_limits: &self.h2_limits,
+            spare: &mut self.spare,
         };
         if let Some(h) = self.conns.find(&meta.id)
             && let Some((_, mut old)) = self.conns.remove(h)
@@ -1550,6 +1566,7 @@ impl<S: ExchangeSink> StreamSink for H1Stage<S> {
                         req_cfg: &self.req_cfg,
                         resp_cfg: &self.resp_cfg,
                         h2_limits: &self.h2_limits,
+                        spare: &mut self.spare,
                     };
                     c.close(&mut ctx);
                 }
@@ -1570,6 +1587,7 @@ impl<S: ExchangeSink> StreamSink for H1Stage<S> {
             req_cfg: &self.req_cfg,
             resp_cfg: &self.resp_cfg,
             h2_limits: &self.h2_limits,
+            spare: &mut self.spare,
         };
         let Some(c) = self.conns.get_mut(h) else {
             return;

@@ -279,7 +279,7 @@ impl<S: ExchangeSink> Out<'_, S> {
         if response.is_none() {
             self.stats.unanswered += 1;
         }
-        self.sink.on_exchange(Exchange {
+        self.sink.on_exchange(&mut Exchange {
             conn: conn.clone(),
             protocol: Protocol::Http2,
             request,

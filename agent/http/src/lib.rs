@@ -284,19 +284,77 @@ pub struct Exchange {
 
 /// Consumer of exchanges (the session stage, or a test recorder).
 pub trait ExchangeSink {
-    /// Handles one completed exchange.
-    fn on_exchange(&mut self, exchange: Exchange);
+    /// Handles one completed exchange. The exchange is lent, not given: the
+    /// HTTP stage reuses its buffers for the next heads it parses, so a
+    /// parsed head costs no allocation in the steady state. A sink that
+    /// keeps an exchange clones it. Mutable so that a sink can enrich it
+    /// before passing it on (the pipeline adds the pod of a container).
+    fn on_exchange(&mut self, exchange: &mut Exchange);
 }
 
 impl<S: ExchangeSink + ?Sized> ExchangeSink for &mut S {
-    fn on_exchange(&mut self, exchange: Exchange) {
+    fn on_exchange(&mut self, exchange: &mut Exchange) {
         (**self).on_exchange(exchange)
     }
 }
 
 impl ExchangeSink for Vec<Exchange> {
-    fn on_exchange(&mut self, exchange: Exchange) {
-        self.push(exchange)
+    fn on_exchange(&mut self, exchange: &mut Exchange) {
+        self.push(exchange.clone())
+    }
+}
+
+/// Header buffers of emitted exchanges, kept for the next heads: a head
+/// parsed into a spare [`Headers`] reuses its two allocations.
+///
+/// Bounded twice: at most [`SpareHeaders::MAX_SPARE`] spares, and only
+/// spares whose buffers stayed small (one huge head does not pin its buffer
+/// for the rest of the run).
+#[derive(Debug, Default)]
+pub(crate) struct SpareHeaders {
+    spare: Vec<Headers>,
+}
+
+impl SpareHeaders {
+    /// Most spares kept: a few pipelined requests and their responses.
+    const MAX_SPARE: usize = 8;
+    /// Largest value buffer kept (bytes); larger ones are freed.
+    const MAX_VALUE_BYTES: usize = 8 * 1024;
+    /// Largest field table kept (fields).
+    const MAX_FIELDS: usize = 64;
+
+    /// An empty [`Headers`] with room for `fields` fields and `value_bytes`
+    /// bytes: a spare when there is one.
+    pub(crate) fn take(&mut self, fields: usize, value_bytes: usize) -> Headers {
+        match self.spare.pop() {
+            Some(mut h) => {
+                h.values.reserve(value_bytes);
+                h.fields.reserve(fields);
+                h
+            }
+            None => Headers::with_capacity(fields, value_bytes),
+        }
+    }
+
+    /// Keeps `h`'s buffers (emptied) for a later [`SpareHeaders::take`],
+    /// or frees them when the pool is full or they grew large.
+    pub(crate) fn give(&mut self, mut h: Headers) {
+        if self.spare.len() < Self::MAX_SPARE
+            && h.values.capacity() <= Self::MAX_VALUE_BYTES
+            && h.fields.capacity() <= Self::MAX_FIELDS
+        {
+            h.values.clear();
+            h.fields.clear();
+            self.spare.push(h);
+        }
+    }
+
+    /// Takes back the header buffers of an exchange the sink has handled.
+    pub(crate) fn give_exchange(&mut self, ex: Exchange) {
+        self.give(ex.request.headers);
+        if let Some(r) = ex.response {
+            self.give(r.headers);
+        }
     }
 }
 
@@ -328,6 +386,31 @@ impl HttpStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_headers_are_emptied_reused_and_bounded() {
+        let mut pool = SpareHeaders::default();
+        let mut h = pool.take(2, 16);
+        h.push("Cookie", b"sid=1");
+        h.push("X-Odd", b"2");
+        let values_at = h.values.as_ptr();
+        pool.give(h);
+        // The same buffers come back, empty.
+        let h = pool.take(1, 4);
+        assert!(h.is_empty() && h.values.is_empty());
+        assert_eq!(h.values.as_ptr(), values_at);
+        assert_eq!(h.get("cookie"), None);
+        // A buffer that grew large is freed, not kept.
+        let mut big = h;
+        big.push("x-big", &vec![b'v'; SpareHeaders::MAX_VALUE_BYTES + 1]);
+        pool.give(big);
+        assert!(pool.spare.is_empty());
+        // At most MAX_SPARE are kept.
+        for _ in 0..SpareHeaders::MAX_SPARE + 3 {
+            pool.give(Headers::with_capacity(4, 64));
+        }
+        assert_eq!(pool.spare.len(), SpareHeaders::MAX_SPARE);
+    }
 
     #[test]
     fn word_lower_casing_is_ascii_lower_casing_for_every_byte() {

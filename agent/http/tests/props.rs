@@ -273,7 +273,7 @@ proptest! {
 struct Count(usize);
 
 impl ExchangeSink for Count {
-    fn on_exchange(&mut self, _: Exchange) {
+    fn on_exchange(&mut self, _: &mut Exchange) {
         self.0 += 1;
     }
 }

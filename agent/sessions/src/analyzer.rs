@@ -1143,8 +1143,8 @@ pub struct AnalyzerSink<'a, S: FindingSink> {
 }
 
 impl<S: FindingSink> sessionwatch_http::ExchangeSink for AnalyzerSink<'_, S> {
-    fn on_exchange(&mut self, exchange: Exchange) {
-        self.analyzer.on_exchange(&exchange, &mut *self.sink);
+    fn on_exchange(&mut self, exchange: &mut Exchange) {
+        self.analyzer.on_exchange(exchange, &mut *self.sink);
     }
 }
 

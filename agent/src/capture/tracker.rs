@@ -1041,8 +1041,8 @@ mod tests {
         use sessionwatch_http::{Exchange, ExchangeSink};
         struct Sink(Vec<Exchange>);
         impl ExchangeSink for Sink {
-            fn on_exchange(&mut self, e: Exchange) {
-                self.0.push(e);
+            fn on_exchange(&mut self, e: &mut Exchange) {
+                self.0.push(e.clone());
             }
         }
         let download = 1 << 20;
