@@ -622,8 +622,9 @@ fn parse_request(
             let headers = owned_headers(req.headers, &mut info, spare);
             let host = headers
                 .get_str("host")
-                .map(|h| Box::<str>::from(h.trim()))
-                .or_else(|| authority_of(target).map(Box::from));
+                .map(str::trim)
+                .or_else(|| authority_of(target))
+                .map(|h| spare.string(h));
             let kind = if method == "HEAD" {
                 MethodKind::Head
             } else if method == "CONNECT" {
@@ -646,8 +647,8 @@ fn parse_request(
             };
             let request = Request {
                 ts,
-                method: method.into(),
-                target: target.into(),
+                method: spare.string(method),
+                target: spare.string(target),
                 host,
                 headers,
             };

@@ -987,9 +987,9 @@ impl H2Conn {
         }
         let request = Request {
             ts: block.ts,
-            method,
-            target,
-            host,
+            method: method.into(),
+            target: target.into(),
+            host: host.map(Into::into),
             headers,
         };
         if matches!(self.dirs[RESP].rx, Rx::Lost) {

@@ -246,12 +246,13 @@ const fn ascii_lower_word(w: u64) -> u64 {
 pub struct Request {
     /// When the first byte of the request head was seen.
     pub ts: Timestamp,
-    /// Method, e.g. `POST`.
-    pub method: Box<str>,
+    /// Method, e.g. `POST`. (`String`s rather than boxed strings: the
+    /// HTTP/1 stage reuses their buffers, see [`ExchangeSink`].)
+    pub method: String,
     /// Request target as sent (origin-form path with query, or absolute-form).
-    pub target: Box<str>,
+    pub target: String,
     /// Host: the `Host` header (HTTP/1) or `:authority` (HTTP/2).
-    pub host: Option<Box<str>>,
+    pub host: Option<String>,
     /// Header fields (for HTTP/2: regular fields, pseudo-headers removed,
     /// cookie crumbs joined into one `cookie` field).
     pub headers: Headers,
@@ -304,15 +305,17 @@ impl ExchangeSink for Vec<Exchange> {
     }
 }
 
-/// Header buffers of emitted exchanges, kept for the next heads: a head
-/// parsed into a spare [`Headers`] reuses its two allocations.
+/// Buffers of emitted exchanges, kept for the next heads: a head parsed
+/// into a spare [`Headers`] reuses its two allocations, a request line its
+/// method, target and host strings.
 ///
-/// Bounded twice: at most [`SpareHeaders::MAX_SPARE`] spares, and only
-/// spares whose buffers stayed small (one huge head does not pin its buffer
-/// for the rest of the run).
+/// Bounded twice: at most [`SpareHeaders::MAX_SPARE`] spares of each kind,
+/// and only spares whose buffers stayed small (one huge head does not pin
+/// its buffer for the rest of the run).
 #[derive(Debug, Default)]
 pub(crate) struct SpareHeaders {
     spare: Vec<Headers>,
+    strings: Vec<String>,
 }
 
 impl SpareHeaders {
@@ -349,9 +352,40 @@ impl SpareHeaders {
         }
     }
 
-    /// Takes back the header buffers of an exchange the sink has handled.
+    /// `text` in a spare string when there is one.
+    pub(crate) fn string(&mut self, text: &str) -> String {
+        match self.strings.pop() {
+            Some(mut s) => {
+                s.push_str(text);
+                s
+            }
+            None => text.to_owned(),
+        }
+    }
+
+    /// Keeps `s`'s buffer (emptied) for a later [`SpareHeaders::string`].
+    fn give_string(&mut self, mut s: String) {
+        if self.strings.len() < 3 * Self::MAX_SPARE && s.capacity() <= Self::MAX_VALUE_BYTES {
+            s.clear();
+            self.strings.push(s);
+        }
+    }
+
+    /// Takes back the buffers of an exchange the sink has handled.
     pub(crate) fn give_exchange(&mut self, ex: Exchange) {
-        self.give(ex.request.headers);
+        let Request {
+            method,
+            target,
+            host,
+            headers,
+            ..
+        } = ex.request;
+        self.give(headers);
+        self.give_string(method);
+        self.give_string(target);
+        if let Some(h) = host {
+            self.give_string(h);
+        }
         if let Some(r) = ex.response {
             self.give(r.headers);
         }
@@ -410,6 +444,14 @@ mod tests {
             pool.give(Headers::with_capacity(4, 64));
         }
         assert_eq!(pool.spare.len(), SpareHeaders::MAX_SPARE);
+        // Request-line strings: the text is the new one, the buffer the old.
+        let first = pool.string("/a/long/target?with=query");
+        let at = first.as_ptr();
+        pool.give_string(first);
+        let again = pool.string("GET");
+        assert_eq!((again.as_str(), again.as_ptr()), ("GET", at));
+        pool.give_string("x".repeat(SpareHeaders::MAX_VALUE_BYTES + 1));
+        assert!(pool.strings.is_empty());
     }
 
     #[test]
