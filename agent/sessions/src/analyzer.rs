@@ -78,6 +78,10 @@ pub struct Analyzer {
     /// Latest event time seen (the table's clock; never steps back).
     clock: Timestamp,
     finished: bool,
+    /// The buffers of the last exchange's issued and presented lists,
+    /// empty, reused by the next one (see [`reuse`]).
+    issued_buf: Vec<Issued<'static>>,
+    presented_buf: Vec<Presented<'static>>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -137,6 +141,8 @@ impl Analyzer {
             limits: CookieLimits::default(),
             clock: Timestamp(0),
             finished: false,
+            issued_buf: Vec::new(),
+            presented_buf: Vec::new(),
             settings,
         }
     }
@@ -283,7 +289,7 @@ impl Analyzer {
             .unwrap_or(now.secs() as i64);
 
         // Session cookies the response set.
-        let mut issued: Vec<Issued<'_>> = Vec::new();
+        let mut issued: Vec<Issued<'_>> = reuse(std::mem::take(&mut self.issued_buf));
         if let Some(r) = resp {
             for (n, v) in r.headers.get_all("set-cookie").enumerate() {
                 if n >= self.limits.max_set_cookies {
@@ -379,7 +385,7 @@ impl Analyzer {
         }
 
         // Session IDs the request presented.
-        let mut presented: Vec<Presented<'_>> = Vec::new();
+        let mut presented: Vec<Presented<'_>> = reuse(std::mem::take(&mut self.presented_buf));
         let mut capped = false;
         {
             let names = &self.settings.names;
@@ -565,6 +571,8 @@ impl Analyzer {
 
         let stats = &mut self.stats;
         self.store.expire(clock, &mut |e| record_eviction(stats, e));
+        self.issued_buf = reuse(issued);
+        self.presented_buf = reuse(presented);
     }
 
     fn emit(
@@ -1148,6 +1156,17 @@ impl<S: FindingSink> sessionwatch_http::ExchangeSink for AnalyzerSink<'_, S> {
     }
 }
 
+/// `v`'s allocation, emptied, as a vector of `U`: the per-exchange lists
+/// borrow from their exchange, so the analyzer keeps their buffers between
+/// exchanges under a `'static` element type. The standard library collects
+/// a `Vec`'s `into_iter` in place when the element layouts match (here they
+/// differ only in a lifetime), so no allocation happens once the buffer has
+/// grown; were it not to, the result would merely be a fresh vector.
+fn reuse<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 /// The response carries an HTML page (`Content-Type: text/html` or
 /// `application/xhtml+xml`).
 fn is_html(resp: &Response) -> bool {
@@ -1160,6 +1179,7 @@ fn is_html(resp: &Response) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::reuse;
     use crate::config::ServiceConfig;
     use crate::detectors::testkit::*;
     use crate::finding::Severity;
@@ -1216,6 +1236,23 @@ mod tests {
         assert_eq!(f.request.host.as_deref(), Some("www.shop.example"));
         assert_eq!(f.request.method, "POST");
         assert!(!json.contains(PHP_ID));
+    }
+
+    #[test]
+    fn reused_lists_keep_their_allocation() {
+        // As on_exchange does: a 'static-typed buffer lent out under a
+        // shorter lifetime, filled with borrows, emptied and kept.
+        let mut buf: Vec<&'static str> = Vec::with_capacity(8);
+        let at = buf.as_ptr() as usize;
+        for round in 0..3 {
+            let text = format!("element of round {round}");
+            let mut lent: Vec<&str> = reuse(std::mem::take(&mut buf));
+            assert!(lent.is_empty());
+            lent.push(&text);
+            assert_eq!(lent.as_ptr() as usize, at, "no new allocation");
+            buf = reuse(lent);
+        }
+        assert_eq!(buf.capacity(), 8);
     }
 
     #[test]
