@@ -605,6 +605,7 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
         );
         return Ok(());
     }
+    let instructions = instructions_per_exchange(&dir, sessionwatch, &bins.session_floor)?;
     let spread = |v: &[f64]| {
         let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
         let max = v.iter().cloned().fold(0.0, f64::max);
@@ -701,6 +702,24 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
         us(nc - hc),
         us(swc - nc)
     );
+    match instructions {
+        Some(i) => {
+            let _ = writeln!(
+                md,
+                "- Instructions per exchange under callgrind, on a {}-exchange file of the same generator:                  sessionwatch {:.0}, floor G {:.0} ({:.2}× G). Unlike the times above they do not move with the                  machine's load, so they compare runs of different days; valgrind runs SHA-256 in software (no                  SHA-NI), which inflates both by the same hashing",
+                i.exchanges,
+                i.sessionwatch,
+                i.floor,
+                i.sessionwatch / i.floor.max(1.0)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "- Instructions per exchange: not measured (valgrind is not installed: `apt-get install valgrind`)"
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "- Peak RSS of sessionwatch, default config: {:.1} MiB on {exchanges} exchanges, {:.1} MiB on {half_n}. The \
@@ -822,6 +841,75 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
     Ok(())
 }
 
+/// Instructions per exchange of sessionwatch (A) and of the least session
+/// analysis (G), counted by callgrind.
+struct Instructions {
+    exchanges: u64,
+    sessionwatch: f64,
+    floor: f64,
+}
+
+/// Exchanges of the file [`instructions_per_exchange`] runs under
+/// callgrind (about 50 times slower than native: seconds, not minutes).
+const CALLGRIND_EXCHANGES: u64 = 20_000;
+
+/// Counts the instructions A and G execute per exchange under callgrind,
+/// on a small file of the same generator: a figure the machine's load and
+/// frequency do not move. `None` without valgrind.
+fn instructions_per_exchange(
+    dir: &Path,
+    sessionwatch: &Path,
+    session_floor: &Path,
+) -> Result<Option<Instructions>> {
+    let Some(valgrind) = which("valgrind") else {
+        eprintln!("bench: valgrind is not installed; instruction counts are not measured");
+        return Ok(None);
+    };
+    let file = dir.join(format!("replay-{CALLGRIND_EXCHANGES}.pcap"));
+    if !file.exists() {
+        generate(&file, CALLGRIND_EXCHANGES)?;
+    }
+    let count = |program: &Path, args: &[&std::ffi::OsStr]| -> Result<f64> {
+        let mut c = Command::new(&valgrind);
+        c.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(program)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        let (_, out) = timed_output(&mut c)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let collected = parse_collected(&stderr)
+            .with_context(|| format!("no instruction count in callgrind's output:\n{stderr}"))?;
+        Ok(collected as f64 / CALLGRIND_EXCHANGES as f64)
+    };
+    let sw = count(
+        sessionwatch,
+        &[
+            "replay".as_ref(),
+            file.as_os_str(),
+            "--alerts".as_ref(),
+            "/dev/null".as_ref(),
+        ],
+    )?;
+    let floor = count(
+        session_floor,
+        &[file.as_os_str(), BENCH_SESSION_COOKIE.as_ref()],
+    )?;
+    Ok(Some(Instructions {
+        exchanges: CALLGRIND_EXCHANGES,
+        sessionwatch: sw,
+        floor,
+    }))
+}
+
+/// The total of callgrind's `==PID== Collected : N` line.
+fn parse_collected(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let (_, n) = l.split_once("Collected :")?;
+        n.trim().parse().ok()
+    })
+}
+
 /// Request heads the least-analysis floor parsed (`floor: N request heads, …`).
 fn parse_floor_heads(out: &str) -> Option<u64> {
     out.strip_prefix("floor: ")?
@@ -882,4 +970,21 @@ pub fn write_section(path: &Path, heading: &str, body: &str) -> Result<()> {
         None => format!("{}{}", old.trim_end_matches('\n').to_owned() + "\n\n", body),
     };
     std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callgrind_total_is_read_from_its_summary_line() {
+        let stderr = "==4242== Callgrind, a call-graph generating cache profiler\n\
+                      ==4242== Events    : Ir\n\
+                      ==4242== Collected : 638541504\n\
+                      ==4242==\n\
+                      ==4242== I   refs:      638,541,504\n";
+        assert_eq!(parse_collected(stderr), Some(638_541_504));
+        assert_eq!(parse_collected("==1== Events : Ir\n"), None);
+        assert_eq!(parse_collected("==1== Collected : many\n"), None);
+    }
 }
