@@ -706,7 +706,10 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
         Some(i) => {
             let _ = writeln!(
                 md,
-                "- Instructions per exchange under callgrind, on a {}-exchange file of the same generator:                  sessionwatch {:.0}, floor G {:.0} ({:.2}× G). Unlike the times above they do not move with the                  machine's load, so they compare runs of different days; valgrind runs SHA-256 in software (no                  SHA-NI), which inflates both by the same hashing",
+                "- Instructions per exchange under callgrind, on a {}-exchange file of the same generator: \
+                 sessionwatch {:.0}, floor G {:.0} ({:.2}× G). Unlike the times above they do not move with the \
+                 machine's load, so they compare runs of different days; valgrind runs SHA-256 in software (no \
+                 SHA-NI), which inflates both by the same hashing",
                 i.exchanges,
                 i.sessionwatch,
                 i.floor,
