@@ -48,30 +48,77 @@ const MAX_VALUE: usize = 8192;
 /// Values shorter than this are never client-side sessions.
 const MIN_VALUE: usize = 16;
 
-fn engine(a: &alphabet::Alphabet) -> GeneralPurpose {
-    GeneralPurpose::new(
-        a,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    )
+/// Decoding accepts padded and unpadded input and trailing bits: cookie
+/// encoders differ on both, and the checks below want the bytes, not a
+/// canonical encoding.
+const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+static STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+static URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+
+/// The alphabet `s` is written in: standard when it has `+` or `/`,
+/// URL-safe otherwise; `None` when it mixes `-`/`_` with `+`/`/` (no
+/// encoder writes that).
+fn alphabet_of(s: &[u8]) -> Option<&'static GeneralPurpose> {
+    let url = s.iter().any(|b| *b == b'-' || *b == b'_');
+    let std = s.iter().any(|b| *b == b'+' || *b == b'/');
+    match (url, std) {
+        (true, true) => None,
+        (false, true) => Some(&STANDARD),
+        _ => Some(&URL_SAFE),
+    }
 }
 
 fn b64_decode(s: &[u8]) -> Option<Vec<u8>> {
     if s.len() < 4 {
         return None;
     }
-    let url = s.iter().any(|b| *b == b'-' || *b == b'_');
-    let std = s.iter().any(|b| *b == b'+' || *b == b'/');
-    if url && std {
+    alphabet_of(s)?.decode(s).ok()
+}
+
+/// The value of one base64 symbol of either alphabet. Only used where the
+/// full decode would still check the alphabet.
+const fn symbol_value(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// [`b64_decode`], skipped (`None`) when the first decoded byte, read off
+/// the first two symbols, fails `may_start`. A random ID decodes to random
+/// bytes, and what the callers look for (JSON, zlib, a serialization
+/// format) starts with a few known bytes, so most IDs are settled without
+/// decoding and allocating. When the first two bytes are not both symbols,
+/// the full decode decides, as without the shortcut.
+fn b64_decode_starting(s: &[u8], may_start: fn(u8) -> bool) -> Option<Vec<u8>> {
+    if s.len() >= 4
+        && let (Some(a), Some(b)) = (symbol_value(s[0]), symbol_value(s[1]))
+        && !may_start(a << 2 | b >> 4)
+    {
         return None;
     }
-    let e = if std {
-        engine(&alphabet::STANDARD)
-    } else {
-        engine(&alphabet::URL_SAFE)
-    };
-    e.decode(s).ok()
+    b64_decode(s)
+}
+
+/// First bytes [`json`] accepts: an opening bracket, or whitespace.
+fn may_start_json(b: u8) -> bool {
+    matches!(b, b'{' | b'[') || b.is_ascii_whitespace()
+}
+
+/// First bytes [`json`] or [`is_serialized`] accepts.
+fn may_start_data(b: u8) -> bool {
+    may_start_json(b) || matches!(b, 0x04 | 0xac | b'a' | b'O')
+}
+
+/// First bytes [`json`], [`is_serialized`] or [`is_zlib`] accepts.
+fn may_start_data_or_zlib(b: u8) -> bool {
+    may_start_data(b) || b == 0x78
 }
 
 /// Percent-decodes (a `%XX` needs two more bytes after the `%`); a value
@@ -105,11 +152,13 @@ fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
 fn split3(v: &[u8], sep: u8) -> (usize, [&[u8]; 3]) {
     let mut first: [&[u8]; 3] = [&[]; 3];
     let mut n = 0;
-    for (i, part) in v.split(|b| *b == sep).enumerate() {
-        if let Some(slot) = first.get_mut(i) {
-            *slot = part;
+    let mut start = 0;
+    for end in memchr::memchr_iter(sep, v).chain(std::iter::once(v.len())) {
+        if let Some(slot) = first.get_mut(n) {
+            *slot = &v[start..end];
         }
         n += 1;
+        start = end + 1;
     }
     (n, first)
 }
@@ -179,7 +228,8 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
     // JWS / JWE: header.payload.signature (5 parts for JWE).
     let (dots, dot_parts) = split3(v, b'.');
     if (dots == 3 || dots == 5)
-        && let Some(header) = b64_decode(dot_parts[0]).and_then(|h| json(&h))
+        && let Some(header) =
+            b64_decode_starting(dot_parts[0], may_start_json).and_then(|h| json(&h))
         && let Some(alg) = header.get("alg")
     {
         let jwe = dots == 5 || header.get("enc").is_some();
@@ -197,8 +247,7 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
 
     // itsdangerous (Flask) `payload.timestamp.signature` and Django signing
     // `payload:timestamp:signature`; a leading '.' marks zlib compression.
-    for sep in [b'.', b':'] {
-        let (n, parts) = split3(v, sep);
+    for (n, parts) in [(dots, dot_parts), split3(v, b':')] {
         if n < 2 {
             continue;
         }
@@ -207,7 +256,7 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
         } else {
             (false, parts[0])
         };
-        if let Some(d) = b64_decode(payload) {
+        if let Some(d) = b64_decode_starting(payload, may_start_data_or_zlib) {
             if compressed && is_zlib(&d) {
                 return Some(ClientSide {
                     kind: "signed_compressed",
@@ -240,7 +289,7 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
 
     // The whole value base64: cookie-session JSON, or Laravel's encryption
     // envelope {"iv","value","mac"[,"tag"]}.
-    if let Some(d) = b64_decode(v) {
+    if let Some(d) = b64_decode_starting(v, may_start_data) {
         if let Some(j) = json(&d) {
             if let (Some(iv), Some(val)) = (j.get("iv"), j.get("value").and_then(|x| x.as_str())) {
                 let _ = iv;
@@ -273,6 +322,8 @@ pub fn classify(raw: &[u8]) -> Option<ClientSide> {
 }
 
 fn rails(v: &[u8]) -> Option<ClientSide> {
+    // Every Rails format has a `--`.
+    memchr::memmem::find(v, b"--")?;
     let parts = split_dashdash(v);
     match parts.as_slice() {
         [data, digest] if !data.is_empty() && !digest.is_empty() => {
@@ -336,6 +387,85 @@ mod tests {
         assert_eq!(split3(b".x.y", b'.'), (3, [&b""[..], b"x", b"y"]));
         assert_eq!(split3(b"ab", b'.'), (1, [&b"ab"[..], b"", b""]));
         assert_eq!(split3(b"", b':'), (1, [&b""[..], b"", b""]));
+    }
+
+    /// The shortcut only skips decodes whose first byte the caller rejects:
+    /// wherever it says `None` and the full decode has bytes, their first
+    /// byte fails the test; wherever it decodes, it decodes the same.
+    #[test]
+    fn decode_shortcut_agrees_with_the_full_decode() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let tests: [fn(u8) -> bool; 3] = [may_start_json, may_start_data, may_start_data_or_zlib];
+        let mut runner = TestRunner::new(Config {
+            cases: 4096,
+            ..Config::default()
+        });
+        let symbols = "[A-Za-z0-9+/_=.-]{0,24}";
+        runner
+            .run(&(symbols, 0..3usize), |(s, t)| {
+                let (s, may_start) = (s.as_bytes(), tests[t]);
+                let full = b64_decode(s);
+                match b64_decode_starting(s, may_start) {
+                    Some(d) => prop_assert_eq!(Some(d), full),
+                    None => {
+                        if let Some(d) = full {
+                            prop_assert!(!d.first().copied().is_some_and(may_start), "{s:?}");
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        // Encodings of accepted payloads are never skipped.
+        for d in [
+            &br#"{"a":1}"#[..],
+            b" [1]",
+            b"\x04\x08{\x06",
+            b"\x78\x9c\x01\x02",
+        ] {
+            for e in [&STANDARD, &URL_SAFE] {
+                let s = e.encode(d);
+                assert_eq!(
+                    b64_decode_starting(s.as_bytes(), may_start_data_or_zlib).as_deref(),
+                    Some(d)
+                );
+            }
+        }
+    }
+
+    /// Every first byte that [`json`], [`is_serialized`] or [`is_zlib`]
+    /// accepts passes the matching `may_start` test.
+    #[test]
+    fn may_start_covers_every_accepted_first_byte() {
+        let tails: [&[u8]; 8] = [
+            br#"{"a":1}"#,
+            br#""a":1}"#,
+            b"[1]",
+            b"1]",
+            b"\x08{\x06:\x06ET",
+            b":2:{i:0;s:1:\"a\";}",
+            b"\xed\x00\x05sr",
+            b"\x9c\x01\x02\x03",
+        ];
+        for b in 0..=255u8 {
+            for tail in tails {
+                for d in [
+                    [&[b][..], tail].concat(),
+                    [&[b][..], &[b][..], tail].concat(),
+                ] {
+                    if json(&d).is_some() {
+                        assert!(may_start_json(b), "{b:#x}");
+                    }
+                    if is_serialized(&d) {
+                        assert!(may_start_data(b), "{b:#x}");
+                    }
+                    if is_zlib(&d) {
+                        assert!(may_start_data_or_zlib(b), "{b:#x}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
