@@ -286,6 +286,38 @@ fn parse_max_age(v: &[u8]) -> Option<i64> {
     Some(if neg { -mag } else { mag })
 }
 
+/// A `Set-Cookie` attribute name (RFC 6265bis §5.7, case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attribute {
+    Expires,
+    MaxAge,
+    Domain,
+    Path,
+    Secure,
+    HttpOnly,
+    SameSite,
+    Partitioned,
+    Unknown,
+}
+
+impl Attribute {
+    /// Looked up by length first: at most two names share one.
+    fn of(key: &[u8]) -> Attribute {
+        let is = |name: &[u8]| key.eq_ignore_ascii_case(name);
+        match key.len() {
+            4 if is(b"path") => Attribute::Path,
+            6 if is(b"domain") => Attribute::Domain,
+            6 if is(b"secure") => Attribute::Secure,
+            7 if is(b"expires") => Attribute::Expires,
+            7 if is(b"max-age") => Attribute::MaxAge,
+            8 if is(b"httponly") => Attribute::HttpOnly,
+            8 if is(b"samesite") => Attribute::SameSite,
+            11 if is(b"partitioned") => Attribute::Partitioned,
+            _ => Attribute::Unknown,
+        }
+    }
+}
+
 /// Parses one `Set-Cookie` header value per RFC 6265bis §5.7. Returns `None`
 /// for cookies a browser would ignore (no name and no value, or name+value
 /// longer than `limits.max_name_value_len`).
@@ -303,11 +335,8 @@ pub fn parse_set_cookie<'a>(header: &'a [u8], limits: &CookieLimits) -> Option<S
         return None;
     }
     // Control characters in the name or value make browsers drop the cookie.
-    if name
-        .iter()
-        .chain(value)
-        .any(|b| matches!(b, 0x00..=0x08 | 0x0A..=0x1F | 0x7F))
-    {
+    let control = |b: &u8| matches!(b, 0x00..=0x08 | 0x0A..=0x1F | 0x7F);
+    if name.iter().any(control) || value.iter().any(control) {
         return None;
     }
     let mut sc = SetCookie {
@@ -324,7 +353,19 @@ pub fn parse_set_cookie<'a>(header: &'a [u8], limits: &CookieLimits) -> Option<S
         partitioned: false,
         unknown_attributes: 0,
     };
-    for av in attrs.split(|b| *b == b';') {
+    // `attrs.split(';')`: every piece, empty ones included.
+    let mut rest = Some(attrs);
+    while let Some(r) = rest {
+        let av = match r.iter().position(|b| *b == b';') {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        };
         let (key, val) = match av.iter().position(|b| *b == b'=') {
             Some(eq) => (trim(&av[..eq]), trim(&av[eq + 1..])),
             None => (trim(av), &av[..0]),
@@ -335,46 +376,47 @@ pub fn parse_set_cookie<'a>(header: &'a [u8], limits: &CookieLimits) -> Option<S
         if val.len() > limits.max_attribute_len {
             continue;
         }
-        let k = |s: &str| key.eq_ignore_ascii_case(s.as_bytes());
-        if k("expires") {
-            match parse_cookie_date(val) {
+        match Attribute::of(key) {
+            Attribute::Expires => match parse_cookie_date(val) {
                 Some(t) => {
                     sc.expires = Some(t);
                     sc.expires_invalid = false;
                 }
                 None => sc.expires_invalid = true,
+            },
+            Attribute::MaxAge => {
+                if let Some(ma) = parse_max_age(val) {
+                    sc.max_age = Some(ma);
+                }
             }
-        } else if k("max-age") {
-            if let Some(ma) = parse_max_age(val) {
-                sc.max_age = Some(ma);
+            Attribute::Domain => {
+                let d = val.strip_prefix(b".").unwrap_or(val);
+                sc.domain = if d.is_empty() { None } else { Some(d) };
             }
-        } else if k("domain") {
-            let d = val.strip_prefix(b".").unwrap_or(val);
-            sc.domain = if d.is_empty() { None } else { Some(d) };
-        } else if k("path") {
-            sc.path = match val.first() {
-                None => PathAttr::Absent,
-                Some(b'/') => PathAttr::Value(val),
-                Some(_) => PathAttr::Invalid(val),
-            };
-        } else if k("secure") {
-            sc.secure = true;
-        } else if k("httponly") {
-            sc.http_only = true;
-        } else if k("samesite") {
-            sc.same_site = if val.eq_ignore_ascii_case(b"strict") {
-                SameSite::Strict
-            } else if val.eq_ignore_ascii_case(b"lax") {
-                SameSite::Lax
-            } else if val.eq_ignore_ascii_case(b"none") {
-                SameSite::None
-            } else {
-                SameSite::Invalid
-            };
-        } else if k("partitioned") {
-            sc.partitioned = true;
-        } else {
-            sc.unknown_attributes = sc.unknown_attributes.saturating_add(1);
+            Attribute::Path => {
+                sc.path = match val.first() {
+                    None => PathAttr::Absent,
+                    Some(b'/') => PathAttr::Value(val),
+                    Some(_) => PathAttr::Invalid(val),
+                };
+            }
+            Attribute::Secure => sc.secure = true,
+            Attribute::HttpOnly => sc.http_only = true,
+            Attribute::SameSite => {
+                sc.same_site = if val.eq_ignore_ascii_case(b"strict") {
+                    SameSite::Strict
+                } else if val.eq_ignore_ascii_case(b"lax") {
+                    SameSite::Lax
+                } else if val.eq_ignore_ascii_case(b"none") {
+                    SameSite::None
+                } else {
+                    SameSite::Invalid
+                };
+            }
+            Attribute::Partitioned => sc.partitioned = true,
+            Attribute::Unknown => {
+                sc.unknown_attributes = sc.unknown_attributes.saturating_add(1);
+            }
         }
     }
     Some(sc)
@@ -419,6 +461,152 @@ mod tests {
 
     fn sc(s: &str) -> SetCookie<'_> {
         parse_set_cookie(s.as_bytes(), &CookieLimits::default()).expect("parses")
+    }
+
+    /// RFC 6265bis §5.7 read plainly: split at every `;`, then an ordered
+    /// case-insensitive comparison with each attribute name. The parser
+    /// must agree with it on any input.
+    fn reference<'a>(header: &'a [u8], limits: &CookieLimits) -> Option<SetCookie<'a>> {
+        let mut pieces = header.split(|b| *b == b';');
+        let pair = pieces.next().unwrap_or_default();
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => (trim(&pair[..eq]), trim(&pair[eq + 1..])),
+            None => (&pair[..0], trim(pair)),
+        };
+        let control = |b: &u8| matches!(b, 0x00..=0x08 | 0x0A..=0x1F | 0x7F);
+        if (name.is_empty() && value.is_empty())
+            || name.len() + value.len() > limits.max_name_value_len
+            || name.iter().chain(value).any(control)
+        {
+            return None;
+        }
+        let mut sc = sc_empty(name, value);
+        for av in pieces {
+            let (key, val) = match av.iter().position(|b| *b == b'=') {
+                Some(eq) => (trim(&av[..eq]), trim(&av[eq + 1..])),
+                None => (trim(av), &av[..0]),
+            };
+            if key.is_empty() || val.len() > limits.max_attribute_len {
+                continue;
+            }
+            let k = |s: &str| key.eq_ignore_ascii_case(s.as_bytes());
+            if k("expires") {
+                match parse_cookie_date(val) {
+                    Some(t) => (sc.expires, sc.expires_invalid) = (Some(t), false),
+                    None => sc.expires_invalid = true,
+                }
+            } else if k("max-age") {
+                sc.max_age = parse_max_age(val).or(sc.max_age);
+            } else if k("domain") {
+                let d = val.strip_prefix(b".").unwrap_or(val);
+                sc.domain = (!d.is_empty()).then_some(d);
+            } else if k("path") {
+                sc.path = match val.first() {
+                    None => PathAttr::Absent,
+                    Some(b'/') => PathAttr::Value(val),
+                    Some(_) => PathAttr::Invalid(val),
+                };
+            } else if k("secure") {
+                sc.secure = true;
+            } else if k("httponly") {
+                sc.http_only = true;
+            } else if k("samesite") {
+                let v = |s: &str| val.eq_ignore_ascii_case(s.as_bytes());
+                sc.same_site = if v("strict") {
+                    SameSite::Strict
+                } else if v("lax") {
+                    SameSite::Lax
+                } else if v("none") {
+                    SameSite::None
+                } else {
+                    SameSite::Invalid
+                };
+            } else if k("partitioned") {
+                sc.partitioned = true;
+            } else {
+                sc.unknown_attributes = sc.unknown_attributes.saturating_add(1);
+            }
+        }
+        Some(sc)
+    }
+
+    fn sc_empty<'a>(name: &'a [u8], value: &'a [u8]) -> SetCookie<'a> {
+        SetCookie {
+            name,
+            value,
+            expires: None,
+            expires_invalid: false,
+            max_age: None,
+            domain: None,
+            path: PathAttr::Absent,
+            secure: false,
+            http_only: false,
+            same_site: SameSite::Absent,
+            partitioned: false,
+            unknown_attributes: 0,
+        }
+    }
+
+    #[test]
+    fn set_cookie_parser_agrees_with_the_plain_reading() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let limits = CookieLimits {
+            max_attribute_len: 12,
+            max_name_value_len: 24,
+            ..CookieLimits::default()
+        };
+        // Attribute names in any case, near misses, junk; values; joined
+        // by `;` with or without spaces.
+        let j = |s: &str| Just(s.to_owned());
+        let key = prop_oneof![
+            j("Path"),
+            j("dOmAiN"),
+            j("SECURE"),
+            j("httponly"),
+            j("SameSite"),
+            j("Max-Age"),
+            j("Expires"),
+            j("Partitioned"),
+            j("Securee"),
+            j(" path "),
+            j(""),
+            "[ \\t.a-zA-Z\\x01-]{0,9}",
+        ];
+        let value = prop_oneof![
+            j(""),
+            j("="),
+            j("=Wed, 21 Oct 2026 07:28:00 GMT"),
+            j("=not a date"),
+            j("=lax"),
+            j("= STRICT"),
+            j("=-5"),
+            j("=/app"),
+            j("=.example.com"),
+            "=[ =;/.a-zA-Z0-9\\x01-]{0,14}",
+        ];
+        let attribute = (key, value, "[; ]{1,2}").prop_map(|(k, v, sep)| format!("{sep}{k}{v}"));
+        let head = "[ =a-z0-9\\x7f]{0,10}";
+        let mut runner = TestRunner::new(Config {
+            cases: 4096,
+            ..Config::default()
+        });
+        runner
+            .run(
+                &(head, proptest::collection::vec(attribute, 0..8)),
+                |(head, attributes)| {
+                    let h = format!("{head}{}", attributes.concat());
+                    let h = h.as_bytes();
+                    prop_assert_eq!(
+                        parse_set_cookie(h, &limits),
+                        reference(h, &limits),
+                        "{:?}",
+                        String::from_utf8_lossy(h)
+                    );
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 
     #[test]
