@@ -15,7 +15,7 @@ use sessionwatch_streams::reassembly::{Reassembler, ReassemblyConfig};
 struct Findings(u64);
 
 impl FindingSink for Findings {
-    fn on_finding(&mut self, finding: Finding) {
+    fn on_finding(&mut self, finding: &Finding) {
         self.0 += 1;
         if let Some(s) = &finding.session {
             assert!(

@@ -27,6 +27,7 @@ use crate::finding::{
 };
 use crate::hash::{HashKey, SessionHash, SessionHasher};
 use crate::learning::{CandidateReport, LearnStats, LearnedCookie, Learner, Observation};
+use crate::net::write_ip;
 use crate::route::RouteMemo;
 use crate::service::{ServiceResolver, bare_host};
 use crate::settings::{ConfigError, Routes, Settings};
@@ -37,8 +38,8 @@ use crate::store::{
     SessionStore, SessionTable, flags,
 };
 use crate::suppress::{DEFAULT_CAPACITY, ScopeKey, Suppressor};
-use crate::timefmt::rfc3339_millis;
-use crate::url::{for_each_param, path_of, redacted_path, route_path, truncate_utf8};
+use crate::timefmt::write_rfc3339_millis;
+use crate::url::{for_each_param, path_of, route_path, truncate_utf8, write_redacted_path};
 use crate::useragent::UaTable;
 
 /// Most session IDs tracked per request (a request carrying more is
@@ -82,6 +83,9 @@ pub struct Analyzer {
     /// empty, reused by the next one (see [`reuse`]).
     issued_buf: Vec<Issued<'static>>,
     presented_buf: Vec<Presented<'static>>,
+    /// The finding lent to the sink, refilled in place for the next one
+    /// (see [`FindingSink::on_finding`]).
+    finding: Finding,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -143,6 +147,7 @@ impl Analyzer {
             finished: false,
             issued_buf: Vec::new(),
             presented_buf: Vec::new(),
+            finding: blank_finding(),
             settings,
         }
     }
@@ -599,54 +604,51 @@ impl Analyzer {
 
         let req = &ex.request;
         let names = &self.settings.names;
-        let mut ua = req
-            .headers
-            .get("user-agent")
-            .map(|u| String::from_utf8_lossy(u).into_owned());
-        if let Some(u) = ua.as_mut() {
-            truncate_utf8(u, MAX_UA_LEN);
+        // Every fixed field is rewritten in place: the strings keep their
+        // allocations from one finding to the next.
+        let f = &mut self.finding;
+        f.time.clear();
+        write_rfc3339_millis(&mut f.time, now);
+        set_str(&mut f.detector, hit.detector.as_str());
+        f.severity = hit.severity;
+        set_str(&mut f.service, self.services.name(service));
+        if f.node != self.settings.node {
+            f.node.clone_from(&self.settings.node);
         }
-        let mut method = req.method.to_string();
-        truncate_utf8(&mut method, 32);
-        let host = req.host.as_deref().map(|h| {
-            let mut h = h.to_owned();
-            truncate_utf8(&mut h, MAX_HOST_LEN);
-            h
+        set_opt(&mut f.session, hit.session, |s, h| h.write_hex(s));
+        f.cookie = hit.cookie;
+        set_opt(&mut f.client.ip, ip, write_ip);
+        set_opt(
+            &mut f.client.user_agent,
+            req.headers.get("user-agent"),
+            |s, u| {
+                s.push_str(&String::from_utf8_lossy(u));
+                truncate_utf8(s, MAX_UA_LEN);
+            },
+        );
+        set_str(&mut f.request.method, &req.method);
+        truncate_utf8(&mut f.request.method, 32);
+        set_opt(&mut f.request.host, req.host.as_deref(), |s, h| {
+            s.push_str(h);
+            truncate_utf8(s, MAX_HOST_LEN);
         });
-        let finding = Finding {
-            time: rfc3339_millis(now),
-            detector: hit.detector.as_str().to_owned(),
-            severity: hit.severity,
-            service: self.services.name(service).to_owned(),
-            node: self.settings.node.clone(),
-            session: hit.session.map(SessionHash::to_hex),
-            cookie: hit.cookie,
-            client: FindingClient {
-                ip: ip.map(|i| i.to_string()),
-                user_agent: ua,
-            },
-            request: FindingRequest {
-                method,
-                host,
-                path: redacted_path(&req.target, MAX_PATH_LEN, |k| {
-                    names.match_param_for(service, k).is_some()
-                }),
-                status: ex.response.as_ref().map(|r| r.status),
-            },
-            cwe: hit.detector.cwe().to_owned(),
-            message: hit.message,
-            evidence: hit.evidence,
-            container: ex.conn.process.as_ref().and_then(|p| {
-                let id = p.container_id.clone()?;
-                let pod = p.pod.as_deref();
-                Some(FindingContainer {
-                    id,
-                    pod: pod.map(|k| k.name.clone()),
-                    namespace: pod.map(|k| k.namespace.clone()),
-                })
-            }),
-        };
-        out.on_finding(finding);
+        write_redacted_path(&mut f.request.path, &req.target, MAX_PATH_LEN, |k| {
+            names.match_param_for(service, k).is_some()
+        });
+        f.request.status = ex.response.as_ref().map(|r| r.status);
+        set_str(&mut f.cwe, hit.detector.cwe());
+        f.message = hit.message;
+        f.evidence = hit.evidence;
+        f.container = ex.conn.process.as_ref().and_then(|p| {
+            let id = p.container_id.clone()?;
+            let pod = p.pod.as_deref();
+            Some(FindingContainer {
+                id,
+                pod: pod.map(|k| k.name.clone()),
+                namespace: pod.map(|k| k.namespace.clone()),
+            })
+        });
+        out.on_finding(f);
     }
 
     fn create(&mut self, hash: SessionHash, rec: SessionRecord, clock: Timestamp) {
@@ -1177,6 +1179,51 @@ fn is_html(resp: &Response) -> bool {
     })
 }
 
+/// The finding the analyzer starts refilling from.
+fn blank_finding() -> Finding {
+    Finding {
+        time: String::new(),
+        detector: String::new(),
+        severity: Severity::Info,
+        service: String::new(),
+        node: String::new(),
+        session: None,
+        cookie: None,
+        client: FindingClient {
+            ip: None,
+            user_agent: None,
+        },
+        request: FindingRequest {
+            method: String::new(),
+            host: None,
+            path: String::new(),
+            status: None,
+        },
+        cwe: String::new(),
+        message: String::new(),
+        evidence: serde_json::Map::new(),
+        container: None,
+    }
+}
+
+/// `*s = v`, keeping `s`'s allocation.
+fn set_str(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
+/// `*s = v.map(render)`, keeping the allocation of a `Some` string.
+fn set_opt<T>(s: &mut Option<String>, v: Option<T>, render: impl FnOnce(&mut String, T)) {
+    match v {
+        Some(v) => {
+            let s = s.get_or_insert_with(String::new);
+            s.clear();
+            render(s, v);
+        }
+        None => *s = None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::reuse;
@@ -1253,6 +1300,44 @@ mod tests {
             buf = reuse(lent);
         }
         assert_eq!(buf.capacity(), 8);
+    }
+
+    #[test]
+    fn findings_are_lent_and_refilled_in_place() {
+        use crate::finding::{Finding, FindingSink};
+        // Where each fixed string of the lent finding lives, and what it says.
+        #[derive(Default)]
+        struct Addresses(Vec<([usize; 4], Finding)>);
+        impl FindingSink for Addresses {
+            fn on_finding(&mut self, f: &Finding) {
+                let at = |s: &String| s.as_ptr() as usize;
+                let ua = f.client.user_agent.as_ref().map_or(0, at);
+                self.0.push((
+                    [at(&f.time), at(&f.request.path), at(&f.detector), ua],
+                    f.clone(),
+                ));
+            }
+        }
+        let mut h = Harness::new();
+        let mut sink = Addresses::default();
+        for (i, path) in ["/a", "/bb/cc"].into_iter().enumerate() {
+            let ex = Ex::get(path)
+                .at(i as u64)
+                .ua(&format!("agent/{i}"))
+                .cookie(&format!("sessionid={}", [DJANGO_ID, DJANGO_ID2][i]))
+                .tls(false)
+                .build();
+            h.an.on_exchange(&ex, &mut sink);
+        }
+        let [(first_at, first), (second_at, second)] = &sink.0[..] else {
+            panic!("one cleartext finding per session: {:?}", sink.0.len());
+        };
+        assert_eq!(first_at, second_at, "the same buffers, refilled");
+        assert_eq!(first.request.path, "/a");
+        assert_eq!(second.request.path, "/bb/cc");
+        assert_eq!(second.client.user_agent.as_deref(), Some("agent/1"));
+        assert_ne!(first.session, second.session);
+        assert_ne!(first.time, second.time);
     }
 
     #[test]

@@ -290,18 +290,20 @@ const fn word_needs_escape(w: u64) -> bool {
 
 /// Consumer of findings (alert sinks, metrics, a test recorder).
 pub trait FindingSink {
-    /// Handles one finding.
-    fn on_finding(&mut self, finding: Finding);
+    /// Handles one finding. The finding is lent: the analyzer refills the
+    /// same buffers for the next one (no allocation per finding for its
+    /// fixed fields), so a sink that keeps a finding clones it.
+    fn on_finding(&mut self, finding: &Finding);
 }
 
 impl FindingSink for Vec<Finding> {
-    fn on_finding(&mut self, finding: Finding) {
-        self.push(finding)
+    fn on_finding(&mut self, finding: &Finding) {
+        self.push(finding.clone())
     }
 }
 
 impl<S: FindingSink + ?Sized> FindingSink for &mut S {
-    fn on_finding(&mut self, finding: Finding) {
+    fn on_finding(&mut self, finding: &Finding) {
         (**self).on_finding(finding)
     }
 }

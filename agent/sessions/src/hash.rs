@@ -150,7 +150,21 @@ impl SessionHash {
 
     /// 16 lower-case hex digits.
     pub fn to_hex(self) -> String {
-        format!("{:016x}", self.0.get())
+        let mut s = String::with_capacity(16);
+        self.write_hex(&mut s);
+        s
+    }
+
+    /// Appends the 16 lower-case hex digits to `out` (one per finding:
+    /// written nibble by nibble, not through `fmt`).
+    pub fn write_hex(self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let v = self.0.get();
+        let mut buf = [0u8; 16];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out.extend(buf.iter().map(|b| char::from(*b)));
     }
 }
 
@@ -211,6 +225,13 @@ mod tests {
         assert_ne!(a.hash(b"abc"), a.hash(b"abd"));
         assert_ne!(a.hash(b"abc"), b.hash(b"abc"));
         assert_eq!(a.hash(b"abc").to_hex().len(), 16);
+    }
+
+    #[test]
+    fn hex_is_sixteen_lower_case_digits() {
+        for v in [1u64, 0xf, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
+            assert_eq!(SessionHash::from_u64(v).to_hex(), format!("{v:016x}"));
+        }
     }
 
     #[test]

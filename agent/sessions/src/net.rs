@@ -36,6 +36,28 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// Appends `ip` as `Display` renders it. IPv4 (nearly every client) is
+/// written digit by digit; the formatter costs ten times as much and runs
+/// once per finding. IPv6 takes the formatter (RFC 5952 compression).
+pub fn write_ip(out: &mut String, ip: IpAddr) {
+    let IpAddr::V4(v4) = ip else {
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{ip}"));
+        return;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
 /// Maps IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, seen on dual-stack
 /// sockets) to plain IPv4 so one client has one address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -426,6 +448,33 @@ mod tests {
     use super::*;
     use sessionwatch_streams::{ConnectionId, Source};
     use std::net::SocketAddr;
+
+    #[test]
+    fn ips_are_written_as_display_writes_them() {
+        let mut out = String::new();
+        let mut check = |ip: IpAddr| {
+            out.clear();
+            write_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        };
+        for a in 0..=255u8 {
+            check(IpAddr::V4(Ipv4Addr::new(
+                a,
+                255 - a,
+                a / 3,
+                a.wrapping_mul(7),
+            )));
+        }
+        for ip in [
+            "0.0.0.0",
+            "::",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+            "::ffff:1.2.3.4",
+        ] {
+            check(ip.parse().unwrap());
+        }
+    }
 
     fn trust() -> ProxyTrust {
         ProxyTrust {

@@ -156,8 +156,20 @@ impl<'a> Iterator for ByteSplit<'a> {
 /// The path for a finding: no query string, path parameters whose name
 /// `is_secret` replaced by `[redacted]`, bounded to `max` bytes.
 pub fn redacted_path(target: &str, max: usize, is_secret: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(path_of(target).len().min(max));
+    write_redacted_path(&mut out, target, max, is_secret);
+    out
+}
+
+/// [`redacted_path`] into `out` (cleared first), reusing its allocation.
+pub fn write_redacted_path(
+    out: &mut String,
+    target: &str,
+    max: usize,
+    is_secret: impl Fn(&str) -> bool,
+) {
+    out.clear();
     let path = path_of(target);
-    let mut out = String::with_capacity(path.len().min(max));
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -178,8 +190,7 @@ pub fn redacted_path(target: &str, max: usize, is_secret: impl Fn(&str) -> bool)
             break;
         }
     }
-    truncate_utf8(&mut out, max);
-    out
+    truncate_utf8(out, max);
 }
 
 /// Truncates to at most `max` bytes on a character boundary.

@@ -348,8 +348,8 @@ impl AlertmanagerSink {
 }
 
 impl FindingSink for AlertmanagerSink {
-    fn on_finding(&mut self, finding: Finding) {
-        self.push(&finding);
+    fn on_finding(&mut self, finding: &Finding) {
+        self.push(finding);
     }
 }
 
@@ -656,27 +656,27 @@ mod tests {
             &tokio::runtime::Handle::current(),
         )
         .unwrap();
-        sink.on_finding(finding(
+        sink.on_finding(&finding(
             "aa",
             "stale_session_accepted",
             "2026-11-26T06:00:00.000Z",
         ));
-        sink.on_finding(finding(
+        sink.on_finding(&finding(
             "aa",
             "stale_session_accepted",
             "2026-11-26T06:30:00.000Z",
         ));
-        sink.on_finding(finding(
+        sink.on_finding(&finding(
             "bb",
             "stale_session_accepted",
             "2026-11-26T06:30:00.000Z",
         ));
-        sink.on_finding(finding(
+        sink.on_finding(&finding(
             "aa",
             "session_fingerprint_change",
             "2026-11-26T06:30:00.000Z",
         ));
-        sink.on_finding(finding(
+        sink.on_finding(&finding(
             "aa",
             "stale_session_accepted",
             "2026-11-26T07:00:00.001Z",

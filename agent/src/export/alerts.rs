@@ -132,8 +132,8 @@ impl Drop for JsonLinesSink {
 }
 
 impl FindingSink for JsonLinesSink {
-    fn on_finding(&mut self, finding: Finding) {
-        if let Err(e) = self.write(&finding) {
+    fn on_finding(&mut self, finding: &Finding) {
+        if let Err(e) = self.write(finding) {
             self.count_error(&e);
         }
     }
@@ -161,7 +161,7 @@ impl FindingFanout {
 }
 
 impl FindingSink for FindingFanout {
-    fn on_finding(&mut self, finding: Finding) {
+    fn on_finding(&mut self, finding: &Finding) {
         if let Ok(m) = self.metrics.lock() {
             m.findings
                 .with_label_values(&[
@@ -171,9 +171,9 @@ impl FindingSink for FindingFanout {
                 ])
                 .inc();
         }
-        self.summary.count_finding(&finding);
+        self.summary.count_finding(finding);
         if let Some(am) = self.alertmanager.as_mut() {
-            am.push(&finding);
+            am.push(finding);
         }
         self.json.on_finding(finding);
     }
@@ -211,15 +211,15 @@ mod tests {
     fn live_flushes_each_finding_replay_flushes_at_the_end() {
         let live = Recorder::default();
         let mut sink = JsonLinesSink::from_writer(Box::new(live.clone()));
-        sink.on_finding(finding());
-        sink.on_finding(finding());
+        sink.on_finding(&finding());
+        sink.on_finding(&finding());
         assert_eq!(live.0.lock().expect("lock").1, 2, "one flush per finding");
 
         let replay = Recorder::default();
         let mut sink =
             JsonLinesSink::from_writer(Box::new(BufWriter::new(replay.clone()))).flush_each(false);
-        sink.on_finding(finding());
-        sink.on_finding(finding());
+        sink.on_finding(&finding());
+        sink.on_finding(&finding());
         assert!(replay.0.lock().expect("lock").0.is_empty(), "buffered");
         sink.flush();
         let (text, flushes) = replay.0.lock().expect("lock").clone();
@@ -240,7 +240,7 @@ mod tests {
         let out = Recorder::default();
         let mut sink =
             JsonLinesSink::from_writer(Box::new(BufWriter::new(out.clone()))).flush_each(false);
-        sink.on_finding(finding());
+        sink.on_finding(&finding());
         drop(sink);
         assert!(out.0.lock().expect("lock").0.ends_with(b"}\n"));
     }
