@@ -161,42 +161,92 @@ fn id_core(decoded: &[u8]) -> &[u8] {
     }
 }
 
+// Character classes as bits of one mask per byte value: an ID's alphabet is
+// the AND of its bytes' masks, one table load per byte instead of eleven
+// range tests.
+const DIGIT: u16 = 1 << 0;
+const LOWER_HEX: u16 = 1 << 1;
+const UPPER_HEX: u16 = 1 << 2;
+const LOWER: u16 = 1 << 3;
+const UPPER: u16 = 1 << 4;
+const B32_LOWER: u16 = 1 << 5;
+const B32_UPPER: u16 = 1 << 6;
+const B32HEX_LOWER: u16 = 1 << 7;
+const B32HEX_UPPER: u16 = 1 << 8;
+const ALNUM: u16 = 1 << 9;
+const B64: u16 = 1 << 10;
+
+/// The classes byte `b` belongs to.
+const fn classes_of(b: u8) -> u16 {
+    let mut m = 0;
+    if b.is_ascii_digit() {
+        m |= DIGIT;
+    }
+    if matches!(b, b'0'..=b'9' | b'a'..=b'f') {
+        m |= LOWER_HEX;
+    }
+    if matches!(b, b'0'..=b'9' | b'A'..=b'F') {
+        m |= UPPER_HEX;
+    }
+    if matches!(b, b'0'..=b'9' | b'a'..=b'z') {
+        m |= LOWER;
+    }
+    if matches!(b, b'0'..=b'9' | b'A'..=b'Z') {
+        m |= UPPER;
+    }
+    if matches!(b, b'a'..=b'z' | b'2'..=b'7') {
+        m |= B32_LOWER;
+    }
+    if matches!(b, b'A'..=b'Z' | b'2'..=b'7') {
+        m |= B32_UPPER;
+    }
+    if matches!(b, b'0'..=b'9' | b'a'..=b'v') {
+        m |= B32HEX_LOWER;
+    }
+    if matches!(b, b'0'..=b'9' | b'A'..=b'V') {
+        m |= B32HEX_UPPER;
+    }
+    if b.is_ascii_alphanumeric() {
+        m |= ALNUM;
+    }
+    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/') {
+        m |= B64;
+    }
+    m
+}
+
+static CLASSES: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = classes_of(b as u8);
+        b += 1;
+    }
+    t
+};
+
 /// The alphabet class of the characters in `s` (trailing `=` padding
 /// ignored).
 pub(crate) fn classify(s: &[u8]) -> Alphabet {
-    let (mut digit, mut lower_hex, mut upper_hex, mut lower, mut upper) =
-        (true, true, true, true, true);
-    let (mut b32_lower, mut b32_upper, mut b32hex_lower, mut b32hex_upper) =
-        (true, true, true, true);
-    let (mut alnum, mut b64) = (true, true);
     let body = {
         let end = s.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
         &s[..end]
     };
-    for &b in body {
-        digit &= b.is_ascii_digit();
-        lower_hex &= matches!(b, b'0'..=b'9' | b'a'..=b'f');
-        upper_hex &= matches!(b, b'0'..=b'9' | b'A'..=b'F');
-        lower &= matches!(b, b'0'..=b'9' | b'a'..=b'z');
-        upper &= matches!(b, b'0'..=b'9' | b'A'..=b'Z');
-        b32_lower &= matches!(b, b'a'..=b'z' | b'2'..=b'7');
-        b32_upper &= matches!(b, b'A'..=b'Z' | b'2'..=b'7');
-        b32hex_lower &= matches!(b, b'0'..=b'9' | b'a'..=b'v');
-        b32hex_upper &= matches!(b, b'0'..=b'9' | b'A'..=b'V');
-        alnum &= b.is_ascii_alphanumeric();
-        b64 &= b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/');
-    }
-    if digit {
+    let all = body
+        .iter()
+        .fold(u16::MAX, |m, b| m & CLASSES[usize::from(*b)]);
+    let any = |classes: u16| all & classes != 0;
+    if any(DIGIT) {
         Alphabet::Decimal
-    } else if lower_hex || upper_hex {
+    } else if any(LOWER_HEX | UPPER_HEX) {
         Alphabet::Hex
-    } else if b32_lower || b32_upper || b32hex_lower || b32hex_upper {
+    } else if any(B32_LOWER | B32_UPPER | B32HEX_LOWER | B32HEX_UPPER) {
         Alphabet::Base32
-    } else if lower || upper {
+    } else if any(LOWER | UPPER) {
         Alphabet::LowerAlnum
-    } else if alnum {
+    } else if any(ALNUM) {
         Alphabet::Alnum
-    } else if b64 {
+    } else if any(B64) {
         Alphabet::Base64
     } else {
         Alphabet::Printable
@@ -291,6 +341,77 @@ pub(crate) fn estimate_core(core: &[u8]) -> IdEstimate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The class tests one by one, as the table encodes them.
+    fn reference_classify(s: &[u8]) -> Alphabet {
+        let end = s.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+        let body = &s[..end];
+        let all = |f: fn(&u8) -> bool| body.iter().all(f);
+        if all(|b| b.is_ascii_digit()) {
+            Alphabet::Decimal
+        } else if all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            || all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+        {
+            Alphabet::Hex
+        } else if all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+            || all(|b| matches!(b, b'A'..=b'Z' | b'2'..=b'7'))
+            || all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'v'))
+            || all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'V'))
+        {
+            Alphabet::Base32
+        } else if all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'z'))
+            || all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'Z'))
+        {
+            Alphabet::LowerAlnum
+        } else if all(u8::is_ascii_alphanumeric) {
+            Alphabet::Alnum
+        } else if all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/')) {
+            Alphabet::Base64
+        } else {
+            Alphabet::Printable
+        }
+    }
+
+    #[test]
+    fn classify_agrees_with_the_class_tests() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        // Every byte alone and after each alphabet's characters.
+        for b in 0..=255u8 {
+            for prefix in [
+                &b""[..],
+                b"0123",
+                b"abcf",
+                b"ABCF",
+                b"wxyz",
+                b"WXYZ",
+                b"a-b_",
+                b"a+b/",
+            ] {
+                let s = [prefix, &[b], b"=="].concat();
+                assert_eq!(classify(&s), reference_classify(&s), "{s:?}");
+            }
+        }
+        let mut runner = TestRunner::new(Config {
+            cases: 4096,
+            ..Config::default()
+        });
+        let strings = prop_oneof![
+            "[0-9]{0,20}",
+            "[0-9a-fA-F]{0,20}",
+            "[a-z2-7]{0,20}",
+            "[0-9A-V]{0,20}",
+            "[0-9a-zA-Z]{0,20}",
+            "[0-9a-zA-Z+/_=-]{0,20}",
+            "[ -~]{0,20}",
+        ];
+        runner
+            .run(&strings, |s| {
+                prop_assert_eq!(classify(s.as_bytes()), reference_classify(s.as_bytes()));
+                Ok(())
+            })
+            .unwrap();
+    }
 
     #[test]
     fn framework_ids_are_strong() {

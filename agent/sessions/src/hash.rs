@@ -164,7 +164,8 @@ impl SessionHash {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
         }
-        out.extend(buf.iter().map(|b| char::from(*b)));
+        // Hex digits are ASCII: the conversion cannot fail.
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 }
 
