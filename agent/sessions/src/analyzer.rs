@@ -622,7 +622,12 @@ impl Analyzer {
             &mut f.client.user_agent,
             req.headers.get("user-agent"),
             |s, u| {
-                s.push_str(&String::from_utf8_lossy(u));
+                // Valid UTF-8 (nearly always) is checked by the fast
+                // validator; only the rest takes the lossy conversion.
+                match std::str::from_utf8(u) {
+                    Ok(u) => s.push_str(u),
+                    Err(_) => s.push_str(&String::from_utf8_lossy(u)),
+                }
                 truncate_utf8(s, MAX_UA_LEN);
             },
         );

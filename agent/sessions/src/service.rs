@@ -21,11 +21,15 @@ pub fn bare_host(host: &str) -> &str {
     let h = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        match h.rsplit_once(':') {
-            Some((name, port))
-                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+        // Byte searches: `:` is ASCII, so the split lands on char
+        // boundaries.
+        let b = h.as_bytes();
+        match memchr::memrchr(b':', b) {
+            Some(i)
+                if memchr::memchr(b':', &b[..i]).is_none()
+                    && b[i + 1..].iter().all(u8::is_ascii_digit) =>
             {
-                name
+                h.get(..i).unwrap_or(h)
             }
             _ => h,
         }
@@ -53,6 +57,10 @@ pub struct ServiceResolver {
     /// at one bucket, and the table is capped).
     ids: HashMap<Box<str>, u16, foldhash::fast::RandomState>,
     names: Vec<Box<str>>,
+    /// The id [`ServiceResolver::intern`] returned last: consecutive
+    /// exchanges nearly always belong to the same service, so one compare
+    /// with its name settles most of them without hashing.
+    last: u16,
     /// Exchanges assigned to `other` because the table was full.
     pub overflow: u64,
 }
@@ -69,6 +77,7 @@ impl ServiceResolver {
             rules: Vec::new(),
             ids: HashMap::default(),
             names: Vec::new(),
+            last: 0,
             overflow: 0,
         };
         for s in services {
@@ -81,7 +90,11 @@ impl ServiceResolver {
     }
 
     fn intern(&mut self, name: &str) -> u16 {
+        if self.names.get(usize::from(self.last)).is_some_and(|n| **n == *name) {
+            return self.last;
+        }
         if let Some(id) = self.ids.get(name) {
+            self.last = *id;
             return *id;
         }
         if self.names.len() >= MAX_SERVICES - 1 && name != OTHER_SERVICE {
@@ -91,12 +104,15 @@ impl ServiceResolver {
         let id = self.names.len() as u16;
         self.names.push(name.into());
         self.ids.insert(name.into(), id);
+        self.last = id;
         id
     }
 
     /// The service of an exchange.
     pub fn resolve(&mut self, ex: &Exchange) -> u16 {
-        if let Some(host) = ex.request.host.as_deref() {
+        if !self.rules.is_empty()
+            && let Some(host) = ex.request.host.as_deref()
+        {
             let h = bare_host(host);
             if let Some((_, id)) = self.rules.iter().find(|(p, _)| host_matches(p, h)) {
                 return *id;
@@ -149,6 +165,10 @@ mod tests {
         assert_eq!(bare_host("[::1]:8080"), "::1");
         assert_eq!(bare_host("shop.example."), "shop.example");
         assert_eq!(bare_host("::1"), "::1");
+        assert_eq!(bare_host(" shop.example: "), "shop.example");
+        assert_eq!(bare_host("shop.example:8x"), "shop.example:8x");
+        assert_eq!(bare_host("a:b:1"), "a:b:1");
+        assert_eq!(bare_host("bücher.example:80"), "bücher.example");
         assert!(host_matches("*.shop.example", "api.SHOP.example"));
         assert!(!host_matches("*.shop.example", "shop.example"));
         assert!(!host_matches("*.shop.example", "evilshop.example"));
