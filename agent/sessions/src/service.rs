@@ -90,7 +90,11 @@ impl ServiceResolver {
     }
 
     fn intern(&mut self, name: &str) -> u16 {
-        if self.names.get(usize::from(self.last)).is_some_and(|n| **n == *name) {
+        if self
+            .names
+            .get(usize::from(self.last))
+            .is_some_and(|n| **n == *name)
+        {
             return self.last;
         }
         if let Some(id) = self.ids.get(name) {

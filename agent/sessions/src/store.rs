@@ -677,6 +677,23 @@ impl SessionStore for SessionTable {
         self.push_front(i);
     }
 
+    /// One index lookup and the event applied in place (the default reads
+    /// the record out and writes it back: two lookups, two copies).
+    fn record_event(
+        &mut self,
+        hash: SessionHash,
+        event: SessionEvent,
+        now: Timestamp,
+        _evicted: &mut dyn FnMut(Eviction),
+    ) -> bool {
+        let Some(&i) = self.index.get(&hash) else {
+            return false;
+        };
+        self.touch(i, now);
+        self.slots[i as usize].record.apply(&event);
+        true
+    }
+
     fn expire(&mut self, now: Timestamp, evicted: &mut dyn FnMut(Eviction)) {
         for _ in 0..EXPIRE_BATCH {
             if self.tail == NIL {
@@ -779,6 +796,70 @@ mod tests {
         tbl.expire(t(0), &mut |e| ev.push(e));
         assert_eq!(ev.len(), 1);
         assert_eq!(tbl.len(), 1);
+    }
+
+    /// The table's in-place `record_event` leaves the same records in the
+    /// same LRU order as the trait's read-apply-write default.
+    #[test]
+    fn in_place_events_match_the_default() {
+        /// A table whose `record_event` is the trait default.
+        struct Default(SessionTable);
+        impl SessionStore for Default {
+            fn get(&mut self, h: SessionHash, now: Timestamp) -> Option<SessionRecord> {
+                self.0.get(h, now)
+            }
+            fn peek(&self, h: SessionHash) -> Option<SessionRecord> {
+                self.0.peek(h)
+            }
+            fn put(
+                &mut self,
+                h: SessionHash,
+                r: SessionRecord,
+                now: Timestamp,
+                e: &mut dyn FnMut(Eviction),
+            ) {
+                self.0.put(h, r, now, e)
+            }
+            fn expire(&mut self, now: Timestamp, e: &mut dyn FnMut(Eviction)) {
+                self.0.expire(now, e)
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn for_each(&self, f: &mut dyn FnMut(SessionHash, &SessionRecord, Timestamp)) {
+                self.0.for_each(f)
+            }
+        }
+        let table = || SessionTable::new(8, Duration::from_secs(100));
+        let (mut a, mut b) = (table(), Default(table()));
+        for k in 1..=6 {
+            a.put(h(k), rec(t(k)), t(k), &mut |_| {});
+            b.put(h(k), rec(t(k)), t(k), &mut |_| {});
+        }
+        let fp = Fingerprint::new(Some("192.0.2.7".parse().unwrap()), UaKey::default());
+        for (i, k) in [3u64, 1, 6, 3, 9, 2, 2, 5].into_iter().enumerate() {
+            let at = t(10 + i as u64);
+            let event = match i % 4 {
+                0 => SessionEvent::Used { at, fp },
+                1 => SessionEvent::Login { at },
+                2 => SessionEvent::Tls,
+                _ => SessionEvent::Ended {
+                    at,
+                    state: SessionState::LoggedOut,
+                    reason: EndReason::Login,
+                },
+            };
+            assert_eq!(
+                a.record_event(h(k), event, at, &mut |_| {}),
+                b.record_event(h(k), event, at, &mut |_| {})
+            );
+        }
+        let dump = |s: &dyn SessionStore| {
+            let mut v = Vec::new();
+            s.for_each(&mut |h, r, seen| v.push((h, *r, seen)));
+            v
+        };
+        assert_eq!(dump(&a), dump(&b));
     }
 
     #[test]
