@@ -526,13 +526,13 @@ impl Analyzer {
                 service,
                 now,
                 suppressed: 0,
+                untracked: 0,
             };
             for d in self.detectors.iter_mut() {
                 d.check(&view, &mut hits);
             }
             self.stats.findings_suppressed += hits.suppressed;
-            self.stats.input.detector_untracked =
-                self.detectors.iter().map(|d| d.untracked()).sum();
+            self.stats.input.detector_untracked += hits.untracked;
             hits.list
         };
         for mut hit in hits {

@@ -554,6 +554,8 @@ pub struct Hits<'s> {
     pub(crate) now: Timestamp,
     /// Hits a detector dropped because [`Hits::wants`] said no.
     pub(crate) suppressed: u64,
+    /// Inputs detectors could not examine (see [`Hits::count_untracked`]).
+    pub(crate) untracked: u64,
 }
 
 impl Hits<'_> {
@@ -574,6 +576,12 @@ impl Hits<'_> {
         fresh
     }
 
+    /// Counts one input a detector did not examine because its bounded
+    /// state was full (exported as `detector_untracked`).
+    pub fn count_untracked(&mut self) {
+        self.untracked += 1;
+    }
+
     /// Adds a hit.
     pub fn push(&mut self, hit: Hit) {
         self.list.push(hit);
@@ -584,13 +592,10 @@ impl Hits<'_> {
 pub trait Detector: Send {
     /// Its id.
     fn id(&self) -> DetectorId;
-    /// Examines one exchange.
+    /// Examines one exchange. A stateful detector whose bounded state is
+    /// full counts each input it cannot examine with
+    /// [`Hits::count_untracked`].
     fn check(&mut self, view: &View<'_>, out: &mut Hits<'_>);
-    /// Inputs not examined because the detector's bounded state was full
-    /// (stateful detectors only).
-    fn untracked(&self) -> u64 {
-        0
-    }
 }
 
 /// Builds an evidence map from a `json!({...})` object.

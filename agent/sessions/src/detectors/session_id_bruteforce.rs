@@ -41,8 +41,6 @@ pub struct SessionIdBruteforce {
     threshold: usize,
     window: Duration,
     clients: HashMap<IpAddr, Client>,
-    /// Clients not tracked because the table was full.
-    pub untracked: u64,
 }
 
 impl SessionIdBruteforce {
@@ -52,7 +50,6 @@ impl SessionIdBruteforce {
             threshold: s.bruteforce_threshold as usize,
             window: s.bruteforce_window,
             clients: HashMap::new(),
-            untracked: 0,
         }
     }
 
@@ -70,10 +67,6 @@ impl SessionIdBruteforce {
 impl Detector for SessionIdBruteforce {
     fn id(&self) -> DetectorId {
         DetectorId::SessionIdBruteforce
-    }
-
-    fn untracked(&self) -> u64 {
-        self.untracked
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
@@ -97,7 +90,7 @@ impl Detector for SessionIdBruteforce {
                 self.clients
                     .retain(|_, c| now.saturating_since(c.window_start) <= window);
                 if self.clients.len() >= MAX_CLIENTS {
-                    self.untracked += 1;
+                    out.count_untracked();
                     continue;
                 }
             }

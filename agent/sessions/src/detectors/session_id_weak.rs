@@ -44,7 +44,6 @@ pub const MAX_SAMPLERS: usize = 64;
 pub struct SessionIdWeak {
     limits: SampleLimits,
     samplers: HashMap<(u16, u8), randomness::Sampler>,
-    untracked: u64,
 }
 
 impl SessionIdWeak {
@@ -56,7 +55,6 @@ impl SessionIdWeak {
                 min_sample: s.id_min_sample,
             },
             samplers: HashMap::new(),
-            untracked: 0,
         }
     }
 
@@ -135,7 +133,7 @@ impl SessionIdWeak {
             }
             let key = (v.service, i.cookie);
             if !self.samplers.contains_key(&key) && self.samplers.len() >= MAX_SAMPLERS {
-                self.untracked += 1;
+                out.count_untracked();
                 continue;
             }
             let sampler = self
@@ -233,10 +231,6 @@ fn sample_hit(scope: Scope, name: &str, min: u32, test: Test, a: &Assessment) ->
 impl Detector for SessionIdWeak {
     fn id(&self) -> DetectorId {
         DetectorId::SessionIdWeak
-    }
-
-    fn untracked(&self) -> u64 {
-        self.untracked
     }
 
     fn check(&mut self, v: &View<'_>, out: &mut Hits<'_>) {
@@ -408,6 +402,23 @@ mod tests {
         let mut c = AnalysisConfig::default();
         c.detectors.id_min_sample = 10;
         assert!(Settings::compile(&c).is_err());
+    }
+
+    #[test]
+    fn samples_beyond_the_bound_are_counted_untracked() {
+        let mut h = Harness::new();
+        let mut rng = 3u64;
+        for i in 0..(super::MAX_SAMPLERS as u64 + 6) {
+            // One (service, cookie) sample per process name.
+            let id = format!("{:016x}{:016x}", splitmix(&mut rng), splitmix(&mut rng));
+            h.run(
+                Ex::get("/")
+                    .at(i)
+                    .comm(&format!("svc{i}"))
+                    .set_cookie(&good("sessionid", &id)),
+            );
+        }
+        assert_eq!(h.an.stats().input.detector_untracked, 6);
     }
 
     #[test]
