@@ -277,7 +277,7 @@ fn unreachable_data() -> Chunk {
 
 /// Finds the blank line ending a head that arrives in pieces. Empty lines
 /// before the first content are skipped, as httparse does.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct HeadScan {
     content: bool,
     lf: bool,
@@ -286,27 +286,41 @@ struct HeadScan {
 
 impl HeadScan {
     /// Index just past the head's final LF, if it is in `data`.
+    ///
+    /// Jumps from LF to LF with `memchr` (a head is mostly long lines):
+    /// the head ends at an LF whose line, since the previous LF, is empty
+    /// or a lone CR, once some content has been seen. The state carries
+    /// across pieces: `lf` (the last byte was an LF) and `lf_cr` (the last
+    /// two were LF CR) stand for the previous LF when a piece starts.
     fn find(&mut self, data: &[u8]) -> Option<usize> {
-        for (i, &b) in data.iter().enumerate() {
-            match b {
-                b'\n' => {
-                    if self.content && (self.lf || self.lf_cr) {
-                        *self = HeadScan::default();
-                        return Some(i + 1);
-                    }
-                    self.lf = true;
-                    self.lf_cr = false;
-                }
-                b'\r' => {
-                    self.lf_cr = self.lf;
-                    self.lf = false;
-                }
-                _ => {
-                    self.content = true;
-                    self.lf = false;
-                    self.lf_cr = false;
+        let mut line_start = 0;
+        for at in memchr::memchr_iter(b'\n', data) {
+            let line = &data[line_start..at];
+            // The line follows an LF: one in this piece, or the carried one.
+            let after_lf = if line_start > 0 { true } else { self.lf };
+            let blank = match line {
+                [] => after_lf || (line_start == 0 && self.lf_cr),
+                [b'\r'] => after_lf,
+                _ => false,
+            };
+            if self.content && blank {
+                *self = HeadScan::default();
+                return Some(at + 1);
+            }
+            self.content |= line.iter().any(|b| *b != b'\r');
+            line_start = at + 1;
+        }
+        let tail = &data[line_start..];
+        let after_lf = if line_start > 0 { true } else { self.lf };
+        self.content |= tail.iter().any(|b| *b != b'\r');
+        match tail {
+            [] => {
+                if line_start > 0 {
+                    (self.lf, self.lf_cr) = (true, false);
                 }
             }
+            [b'\r'] => (self.lf, self.lf_cr) = (false, after_lf),
+            _ => (self.lf, self.lf_cr) = (false, false),
         }
         None
     }
@@ -1620,6 +1634,58 @@ mod tests {
             }
         }
         Ok((total, false))
+    }
+
+    /// The byte-at-a-time state machine [`HeadScan::find`] must agree
+    /// with, piece by piece.
+    fn reference_find(scan: &mut HeadScan, data: &[u8]) -> Option<usize> {
+        for (i, &b) in data.iter().enumerate() {
+            match b {
+                b'\n' => {
+                    if scan.content && (scan.lf || scan.lf_cr) {
+                        *scan = HeadScan::default();
+                        return Some(i + 1);
+                    }
+                    scan.lf = true;
+                    scan.lf_cr = false;
+                }
+                b'\r' => {
+                    scan.lf_cr = scan.lf;
+                    scan.lf = false;
+                }
+                _ => {
+                    scan.content = true;
+                    scan.lf = false;
+                    scan.lf_cr = false;
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn head_scan_agrees_with_the_byte_state_machine() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 8192,
+            ..Config::default()
+        });
+        let pieces = proptest::collection::vec("[\\r\\na]{0,6}", 1..8);
+        runner
+            .run(&pieces, |pieces| {
+                let (mut fast, mut slow) = (HeadScan::default(), HeadScan::default());
+                for p in &pieces {
+                    let got = fast.find(p.as_bytes());
+                    prop_assert_eq!(got, reference_find(&mut slow, p.as_bytes()), "{:?}", pieces);
+                    prop_assert_eq!(fast, slow, "{:?}", pieces);
+                    if got.is_some() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
