@@ -1672,20 +1672,21 @@ mod tests {
             ..Config::default()
         });
         let pieces = proptest::collection::vec("[\\r\\na]{0,6}", 1..8);
-        runner
-            .run(&pieces, |pieces| {
-                let (mut fast, mut slow) = (HeadScan::default(), HeadScan::default());
-                for p in &pieces {
-                    let got = fast.find(p.as_bytes());
-                    prop_assert_eq!(got, reference_find(&mut slow, p.as_bytes()), "{:?}", pieces);
-                    prop_assert_eq!(fast, slow, "{:?}", pieces);
-                    if got.is_some() {
-                        break;
-                    }
+        let result = runner.run(&pieces, |pieces| {
+            let (mut fast, mut slow) = (HeadScan::default(), HeadScan::default());
+            for p in &pieces {
+                let got = fast.find(p.as_bytes());
+                prop_assert_eq!(got, reference_find(&mut slow, p.as_bytes()), "{:?}", pieces);
+                prop_assert_eq!(fast, slow, "{:?}", pieces);
+                if got.is_some() {
+                    break;
                 }
-                Ok(())
-            })
-            .unwrap();
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
     }
 
     #[test]
