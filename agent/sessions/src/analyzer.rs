@@ -16,7 +16,7 @@ use sessionwatch_http::{Exchange, Protocol, Response};
 use sessionwatch_streams::Timestamp;
 
 use crate::config::AnalysisConfig;
-use crate::cookie::{CookieLimits, parse_cookie_header, parse_set_cookie, unquote};
+use crate::cookie::{CookieLimits, SetCookie, parse_cookie_header, parse_set_cookie, unquote};
 use crate::cookie_date::parse_cookie_date;
 use crate::detectors::{
     self, Detector, Effect, Hit, Hits, IdSource, Issued, Outcome, Presented, RawId, RouteFlags,
@@ -83,6 +83,7 @@ pub struct Analyzer {
     /// empty, reused by the next one (see [`reuse`]).
     issued_buf: Vec<Issued<'static>>,
     presented_buf: Vec<Presented<'static>>,
+    set_cookies_buf: Vec<Option<SetCookie<'static>>>,
     /// The finding lent to the sink, refilled in place for the next one
     /// (see [`FindingSink::on_finding`]).
     finding: Finding,
@@ -147,6 +148,7 @@ impl Analyzer {
             finished: false,
             issued_buf: Vec::new(),
             presented_buf: Vec::new(),
+            set_cookies_buf: Vec::new(),
             finding: blank_finding(),
             settings,
         }
@@ -293,15 +295,27 @@ impl Analyzer {
             .and_then(parse_cookie_date)
             .unwrap_or(now.secs() as i64);
 
-        // Session cookies the response set.
-        let mut issued: Vec<Issued<'_>> = reuse(std::mem::take(&mut self.issued_buf));
+        // Every Set-Cookie, parsed once for the analysis and the learner:
+        // the first `max_set_cookies` headers, `None` where one does not
+        // parse; `more_set_cookies` when further headers were left.
+        let mut set_cookies: Vec<Option<SetCookie<'_>>> =
+            reuse(std::mem::take(&mut self.set_cookies_buf));
+        let mut more_set_cookies = false;
         if let Some(r) = resp {
             for (n, v) in r.headers.get_all("set-cookie").enumerate() {
                 if n >= self.limits.max_set_cookies {
-                    self.stats.input.set_cookies_capped += 1;
+                    more_set_cookies = true;
                     break;
                 }
-                let Some(sc) = parse_set_cookie(v, &self.limits) else {
+                set_cookies.push(parse_set_cookie(v, &self.limits));
+            }
+        }
+        // Session cookies the response set.
+        let mut issued: Vec<Issued<'_>> = reuse(std::mem::take(&mut self.issued_buf));
+        if resp.is_some() {
+            let mut stopped = false;
+            for sc in &set_cookies {
+                let Some(sc) = *sc else {
                     self.stats.input.set_cookies_invalid += 1;
                     continue;
                 };
@@ -313,6 +327,7 @@ impl Analyzer {
                 };
                 if issued.len() >= MAX_ISSUED {
                     self.stats.input.set_cookies_capped += 1;
+                    stopped = true;
                     break;
                 }
                 let deletion = sc.deletion(reference_secs);
@@ -330,6 +345,9 @@ impl Analyzer {
                     raw: RawId::new(value),
                     last_for_name: false,
                 });
+            }
+            if more_set_cookies && !stopped {
+                self.stats.input.set_cookies_capped += 1;
             }
             for i in 0..issued.len() {
                 let later = issued[i + 1..].iter().any(|j| j.name == issued[i].name);
@@ -568,6 +586,7 @@ impl Analyzer {
                     login_route,
                     path: &path,
                     reference_secs,
+                    set_cookies: &set_cookies,
                 },
                 &mut self.settings.names,
                 &self.limits,
@@ -578,6 +597,7 @@ impl Analyzer {
         self.store.expire(clock, &mut |e| record_eviction(stats, e));
         self.issued_buf = reuse(issued);
         self.presented_buf = reuse(presented);
+        self.set_cookies_buf = reuse(set_cookies);
     }
 
     fn emit(
@@ -1557,8 +1577,22 @@ mod tests {
             ex = ex.set_cookie(&format!("sid={:032x}; Path=/", i + 1));
         }
         h.run(ex);
-        assert!(h.an.stats().input.set_cookies_capped >= 1);
+        assert_eq!(h.an.stats().input.set_cookies_capped, 1);
         assert!(h.an.sessions() <= 1 + super::MAX_ISSUED);
+        // Past max_set_cookies (64) without reaching MAX_ISSUED: capped
+        // once more; headers that do not parse are counted as invalid up
+        // to the cap only.
+        let mut ex = Ex::get("/");
+        for i in 0..70 {
+            ex = ex.set_cookie(&if i % 10 == 0 {
+                "=".to_owned()
+            } else {
+                format!("pref{i}=1")
+            });
+        }
+        h.run(ex);
+        assert_eq!(h.an.stats().input.set_cookies_capped, 2);
+        assert_eq!(h.an.stats().input.set_cookies_invalid, 7);
     }
 
     #[test]

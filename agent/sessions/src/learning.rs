@@ -58,7 +58,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use sessionwatch_http::Exchange;
 
-use crate::cookie::{CookieLimits, parse_cookie_header, parse_set_cookie, split_prefix, unquote};
+use crate::cookie::{CookieLimits, SetCookie, parse_cookie_header, split_prefix, unquote};
 use crate::detectors::{Outcome, RouteFlags};
 use crate::settings::SessionNames;
 use crate::store::Fingerprint;
@@ -382,6 +382,9 @@ pub struct Observation<'a> {
     pub path: &'a str,
     /// Reference time for cookie expiry (the response's `Date`).
     pub reference_secs: i64,
+    /// The response's `Set-Cookie` headers as the analyzer parsed them:
+    /// the first `max_set_cookies`, `None` where one did not parse.
+    pub set_cookies: &'a [Option<SetCookie<'a>>],
 }
 
 /// The learner. See the module docs.
@@ -582,22 +585,16 @@ impl Learner {
         touched: &mut [usize; MAX_PRESENT],
         n_touched: &mut usize,
     ) {
-        let Some(resp) = o.ex.response.as_ref() else {
+        if o.ex.response.is_none() {
             return;
-        };
+        }
         let login_ok = o.login_route && o.outcome == Outcome::Accepted;
         // Names this response sets (any value), and whether it issued a
         // fresh identifier under any non-denylisted name, known or not.
         let mut set_names = [0u64; MAX_PRESENT];
         let mut n_set = 0usize;
         let mut issued_fresh = false;
-        for (n, v) in resp.headers.get_all("set-cookie").enumerate() {
-            if n >= limits.max_set_cookies {
-                break;
-            }
-            let Some(sc) = parse_set_cookie(v, limits) else {
-                continue;
-            };
+        for sc in o.set_cookies.iter().flatten() {
             let (_, bare) = split_prefix(sc.name);
             let h = self.name_hash(bare);
             if n_set < MAX_PRESENT {
