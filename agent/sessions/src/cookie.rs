@@ -229,6 +229,24 @@ const PLACEHOLDERS: &[&[u8]] = &[
 ];
 
 impl<'a> SetCookie<'a> {
+    /// `name=value` without any attribute.
+    pub const fn bare(name: &'a [u8], value: &'a [u8]) -> SetCookie<'a> {
+        SetCookie {
+            name,
+            value,
+            expires: None,
+            expires_invalid: false,
+            max_age: None,
+            domain: None,
+            path: PathAttr::Absent,
+            secure: false,
+            http_only: false,
+            same_site: SameSite::Absent,
+            partitioned: false,
+            unknown_attributes: 0,
+        }
+    }
+
     /// The value without surrounding quotes.
     pub fn unquoted_value(&self) -> &'a [u8] {
         unquote(self.value)
@@ -339,20 +357,7 @@ pub fn parse_set_cookie<'a>(header: &'a [u8], limits: &CookieLimits) -> Option<S
     if name.iter().any(control) || value.iter().any(control) {
         return None;
     }
-    let mut sc = SetCookie {
-        name,
-        value,
-        expires: None,
-        expires_invalid: false,
-        max_age: None,
-        domain: None,
-        path: PathAttr::Absent,
-        secure: false,
-        http_only: false,
-        same_site: SameSite::Absent,
-        partitioned: false,
-        unknown_attributes: 0,
-    };
+    let mut sc = SetCookie::bare(name, value);
     // `attrs.split(';')`: every piece, empty ones included.
     let mut rest = Some(attrs);
     while let Some(r) = rest {
@@ -480,7 +485,7 @@ mod tests {
         {
             return None;
         }
-        let mut sc = sc_empty(name, value);
+        let mut sc = SetCookie::bare(name, value);
         for av in pieces {
             let (key, val) = match av.iter().position(|b| *b == b'=') {
                 Some(eq) => (trim(&av[..eq]), trim(&av[eq + 1..])),
@@ -528,23 +533,6 @@ mod tests {
             }
         }
         Some(sc)
-    }
-
-    fn sc_empty<'a>(name: &'a [u8], value: &'a [u8]) -> SetCookie<'a> {
-        SetCookie {
-            name,
-            value,
-            expires: None,
-            expires_invalid: false,
-            max_age: None,
-            domain: None,
-            path: PathAttr::Absent,
-            secure: false,
-            http_only: false,
-            same_site: SameSite::Absent,
-            partitioned: false,
-            unknown_attributes: 0,
-        }
     }
 
     #[test]

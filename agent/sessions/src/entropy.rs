@@ -176,41 +176,46 @@ const B32HEX_UPPER: u16 = 1 << 8;
 const ALNUM: u16 = 1 << 9;
 const B64: u16 = 1 << 10;
 
+/// Each class as the inclusive byte ranges it allows.
+const CLASS_RANGES: [(u16, &[(u8, u8)]); 11] = [
+    (DIGIT, &[(b'0', b'9')]),
+    (LOWER_HEX, &[(b'0', b'9'), (b'a', b'f')]),
+    (UPPER_HEX, &[(b'0', b'9'), (b'A', b'F')]),
+    (LOWER, &[(b'0', b'9'), (b'a', b'z')]),
+    (UPPER, &[(b'0', b'9'), (b'A', b'Z')]),
+    (B32_LOWER, &[(b'a', b'z'), (b'2', b'7')]),
+    (B32_UPPER, &[(b'A', b'Z'), (b'2', b'7')]),
+    (B32HEX_LOWER, &[(b'0', b'9'), (b'a', b'v')]),
+    (B32HEX_UPPER, &[(b'0', b'9'), (b'A', b'V')]),
+    (ALNUM, &[(b'0', b'9'), (b'a', b'z'), (b'A', b'Z')]),
+    (
+        B64,
+        &[
+            (b'0', b'9'),
+            (b'a', b'z'),
+            (b'A', b'Z'),
+            (b'-', b'-'),
+            (b'_', b'_'),
+            (b'+', b'+'),
+            (b'/', b'/'),
+        ],
+    ),
+];
+
 /// The classes byte `b` belongs to.
 const fn classes_of(b: u8) -> u16 {
     let mut m = 0;
-    if b.is_ascii_digit() {
-        m |= DIGIT;
-    }
-    if matches!(b, b'0'..=b'9' | b'a'..=b'f') {
-        m |= LOWER_HEX;
-    }
-    if matches!(b, b'0'..=b'9' | b'A'..=b'F') {
-        m |= UPPER_HEX;
-    }
-    if matches!(b, b'0'..=b'9' | b'a'..=b'z') {
-        m |= LOWER;
-    }
-    if matches!(b, b'0'..=b'9' | b'A'..=b'Z') {
-        m |= UPPER;
-    }
-    if matches!(b, b'a'..=b'z' | b'2'..=b'7') {
-        m |= B32_LOWER;
-    }
-    if matches!(b, b'A'..=b'Z' | b'2'..=b'7') {
-        m |= B32_UPPER;
-    }
-    if matches!(b, b'0'..=b'9' | b'a'..=b'v') {
-        m |= B32HEX_LOWER;
-    }
-    if matches!(b, b'0'..=b'9' | b'A'..=b'V') {
-        m |= B32HEX_UPPER;
-    }
-    if b.is_ascii_alphanumeric() {
-        m |= ALNUM;
-    }
-    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/') {
-        m |= B64;
+    let mut c = 0;
+    while c < CLASS_RANGES.len() {
+        let (class, ranges) = CLASS_RANGES[c];
+        let mut r = 0;
+        while r < ranges.len() {
+            if ranges[r].0 <= b && b <= ranges[r].1 {
+                m |= class;
+            }
+            r += 1;
+        }
+        c += 1;
     }
     m
 }
