@@ -648,18 +648,19 @@ impl Analyzer {
                     Ok(u) => s.push_str(u),
                     Err(_) => s.push_str(&String::from_utf8_lossy(u)),
                 }
-                truncate_utf8(s, MAX_UA_LEN);
+                bound(s, MAX_UA_LEN);
             },
         );
         set_str(&mut f.request.method, &req.method);
-        truncate_utf8(&mut f.request.method, 32);
+        bound(&mut f.request.method, 32);
         set_opt(&mut f.request.host, req.host.as_deref(), |s, h| {
             s.push_str(h);
-            truncate_utf8(s, MAX_HOST_LEN);
+            bound(s, MAX_HOST_LEN);
         });
         write_redacted_path(&mut f.request.path, &req.target, MAX_PATH_LEN, |k| {
             names.match_param_for(service, k).is_some()
         });
+        bound(&mut f.request.path, MAX_PATH_LEN);
         f.request.status = ex.response.as_ref().map(|r| r.status);
         set_str(&mut f.cwe, hit.detector.cwe());
         f.message = hit.message;
@@ -1231,6 +1232,16 @@ fn blank_finding() -> Finding {
     }
 }
 
+/// Truncates a refilled field to `max` bytes, and gives back the room a
+/// rare huge value left behind, so the lent finding's strings stay about
+/// their field's bound.
+fn bound(s: &mut String, max: usize) {
+    truncate_utf8(s, max);
+    if s.capacity() > 4 * max {
+        s.shrink_to(max);
+    }
+}
+
 /// `*s = v`, keeping `s`'s allocation.
 fn set_str(s: &mut String, v: &str) {
     s.clear();
@@ -1363,6 +1374,17 @@ mod tests {
         assert_eq!(second.client.user_agent.as_deref(), Some("agent/1"));
         assert_ne!(first.session, second.session);
         assert_ne!(first.time, second.time);
+        // A huge User-Agent is cut to its bound and leaves no huge buffer.
+        let ex = Ex::get("/c")
+            .at(9)
+            .ua(&"x".repeat(64 * 1024))
+            .cookie(&format!("sessionid={}", "q8n3v5k2m9x1z7c4b6n8m2k4j6h8g0f9"))
+            .tls(false)
+            .build();
+        h.an.on_exchange(&ex, &mut sink);
+        let ua = h.an.finding.client.user_agent.as_ref().expect("user agent");
+        assert_eq!(ua.len(), super::MAX_UA_LEN);
+        assert!(ua.capacity() <= 4 * super::MAX_UA_LEN, "{}", ua.capacity());
     }
 
     #[test]

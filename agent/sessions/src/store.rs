@@ -803,8 +803,8 @@ mod tests {
     #[test]
     fn in_place_events_match_the_default() {
         /// A table whose `record_event` is the trait default.
-        struct Default(SessionTable);
-        impl SessionStore for Default {
+        struct ReadApplyWrite(SessionTable);
+        impl SessionStore for ReadApplyWrite {
             fn get(&mut self, h: SessionHash, now: Timestamp) -> Option<SessionRecord> {
                 self.0.get(h, now)
             }
@@ -831,7 +831,7 @@ mod tests {
             }
         }
         let table = || SessionTable::new(8, Duration::from_secs(100));
-        let (mut a, mut b) = (table(), Default(table()));
+        let (mut a, mut b) = (table(), ReadApplyWrite(table()));
         for k in 1..=6 {
             a.put(h(k), rec(t(k)), t(k), &mut |_| {});
             b.put(h(k), rec(t(k)), t(k), &mut |_| {});
