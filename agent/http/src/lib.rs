@@ -115,114 +115,198 @@ impl Headers {
 type NameWords = [u64; 4];
 
 /// Lower-case header names common enough in requests and responses that
-/// parsing every head would otherwise allocate a copy of each of them,
-/// indexed by length, each with its [`NameWords`]: a lookup lower-cases the
-/// raw name a word at a time and compares it with the few entries (at most
-/// five) of its length, one word compare each for nearly every miss.
-const WELL_KNOWN: [&[(&str, NameWords)]; 28] = [
-    &[],
-    &[],
-    &[k("te")],
-    &[k("age"), k("via")],
-    &[k("date"), k("etag"), k("host"), k("vary")],
-    &[k("range")],
-    &[
-        k("accept"),
-        k("cookie"),
-        k("origin"),
-        k("pragma"),
-        k("server"),
-    ],
-    &[k("expires"), k("referer"), k("upgrade")],
-    &[k("location")],
-    &[k("forwarded"), k("x-real-ip")],
-    &[
-        k("connection"),
-        k("keep-alive"),
-        k("set-cookie"),
-        k("user-agent"),
-    ],
-    &[],
-    &[k("x-csrf-token"), k("content-type"), k("x-xsrf-token")],
-    &[
-        k("authorization"),
-        k("cache-control"),
-        k("if-none-match"),
-        k("accept-ranges"),
-        k("last-modified"),
-    ],
-    &[
-        k("content-length"),
-        k("sec-fetch-dest"),
-        k("sec-fetch-mode"),
-        k("sec-fetch-site"),
-        k("sec-fetch-user"),
-    ],
-    &[
-        k("accept-encoding"),
-        k("accept-language"),
-        k("x-frame-options"),
-        k("x-forwarded-for"),
-    ],
-    &[
-        k("content-encoding"),
-        k("x-requested-with"),
-        k("x-forwarded-host"),
-    ],
-    &[
-        k("x-forwarded-proto"),
-        k("transfer-encoding"),
-        k("if-modified-since"),
-    ],
-    &[],
-    &[],
-    &[],
-    &[],
-    &[k("x-content-type-options")],
-    &[k("content-security-policy")],
-    &[],
-    &[
-        k("upgrade-insecure-requests"),
-        k("strict-transport-security"),
-    ],
-    &[],
-    &[k("access-control-allow-origin")],
+/// parsing every head would otherwise allocate a copy of each of them.
+/// Found through [`NAME_SLOTS`]: one multiply picks the only candidate a
+/// raw name can be, one compare of four words settles it.
+const WELL_KNOWN: [&str; 51] = [
+    "te",
+    "age",
+    "via",
+    "date",
+    "etag",
+    "host",
+    "vary",
+    "range",
+    "accept",
+    "cookie",
+    "origin",
+    "pragma",
+    "server",
+    "expires",
+    "referer",
+    "upgrade",
+    "location",
+    "forwarded",
+    "x-real-ip",
+    "connection",
+    "keep-alive",
+    "set-cookie",
+    "user-agent",
+    "x-csrf-token",
+    "content-type",
+    "x-xsrf-token",
+    "authorization",
+    "cache-control",
+    "if-none-match",
+    "accept-ranges",
+    "last-modified",
+    "content-length",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "accept-encoding",
+    "accept-language",
+    "x-frame-options",
+    "x-forwarded-for",
+    "content-encoding",
+    "x-requested-with",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "transfer-encoding",
+    "if-modified-since",
+    "x-content-type-options",
+    "content-security-policy",
+    "upgrade-insecure-requests",
+    "strict-transport-security",
+    "access-control-allow-origin",
 ];
 
-/// A table entry: the name and its words (computed at compile time).
-const fn k(name: &'static str) -> (&'static str, NameWords) {
-    let b = name.as_bytes();
-    let mut words = [0u64; 4];
+/// The [`NameWords`] of each [`WELL_KNOWN`] name (computed at compile time).
+const WELL_KNOWN_WORDS: [NameWords; WELL_KNOWN.len()] = {
+    let mut out = [[0u64; 4]; WELL_KNOWN.len()];
     let mut i = 0;
-    while i < b.len() {
-        words[i / 8] |= (b[i] as u64) << (8 * (i % 8));
+    while i < WELL_KNOWN.len() {
+        let b = WELL_KNOWN[i].as_bytes();
+        assert!(b.len() <= 32, "well-known names fit in four words");
+        let mut j = 0;
+        while j < b.len() {
+            assert!(!b[j].is_ascii_uppercase(), "well-known names are lower-case");
+            out[i][j / 8] |= (b[j] as u64) << (8 * (j % 8));
+            j += 1;
+        }
         i += 1;
     }
-    (name, words)
+    out
+};
+
+/// No well-known name in this slot of [`NAME_SLOTS`].
+const EMPTY_SLOT: u8 = u8::MAX;
+
+/// A perfect hash of the [`WELL_KNOWN`] names: the multiplier of
+/// [`slot_of`] and, per slot, the index of the only name that lands there.
+/// Searched for at compile time (a few hundred multipliers are tried for
+/// 51 names in 256 slots), so adding a name can never leave a collision:
+/// the build fails instead of a lookup missing.
+const NAME_SLOTS: (u64, [u8; 256]) = {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut tries = 0;
+    loop {
+        assert!(tries < 100_000, "no perfect hash for WELL_KNOWN");
+        tries += 1;
+        // SplitMix64 steps: odd multipliers with well-spread high bits.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let mult = (z ^ (z >> 31)) | 1;
+        let mut slots = [EMPTY_SLOT; 256];
+        let mut i = 0;
+        let mut ok = true;
+        while i < WELL_KNOWN.len() {
+            let s = slot_of(&WELL_KNOWN_WORDS[i], mult);
+            if slots[s] != EMPTY_SLOT {
+                ok = false;
+                break;
+            }
+            slots[s] = i as u8;
+            i += 1;
+        }
+        if ok {
+            break (mult, slots);
+        }
+    }
+};
+
+/// The slot of a name with `words` in a 256-entry table: the words folded
+/// into one (rotations keep names that share a prefix apart) and the top
+/// byte of its product with `mult`. A name followed by NULs has the same
+/// words, hence the same slot: the lookup also compares lengths.
+#[inline]
+const fn slot_of(words: &NameWords, mult: u64) -> usize {
+    let folded = words[0] ^ words[1].rotate_left(21) ^ words[2].rotate_left(42) ^ words[3];
+    (folded.wrapping_mul(mult) >> 56) as usize
+}
+
+/// The lower-cased [`NameWords`] of `raw`, at most 32 bytes long. Whole
+/// words are loaded as such and the last partial one from two overlapping
+/// loads, so no byte is copied one at a time.
+#[inline]
+fn lower_name_words(raw: &[u8]) -> NameWords {
+    let mut words = [0u64; 4];
+    let mut chunks = raw.chunks_exact(8);
+    let mut n = 0;
+    for (w, chunk) in words.iter_mut().zip(&mut chunks) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        *w = ascii_lower_word(u64::from_le_bytes(le));
+        n += 1;
+    }
+    if let Some(w) = words.get_mut(n) {
+        *w = ascii_lower_word(tail_word(chunks.remainder()));
+    }
+    words
+}
+
+/// The bytes of `r` (at most seven) as a little-endian word, zero padded:
+/// two loads of four (or two) bytes that overlap in the middle; the
+/// overlapping bytes are the same in both, so OR-ing them is exact.
+#[inline]
+fn tail_word(r: &[u8]) -> u64 {
+    let n = r.len();
+    let load4 = |at: usize| {
+        let mut b = [0u8; 4];
+        if let Some(src) = r.get(at..at + 4) {
+            b.copy_from_slice(src);
+        }
+        u64::from(u32::from_le_bytes(b))
+    };
+    let load2 = |at: usize| {
+        let mut b = [0u8; 2];
+        if let Some(src) = r.get(at..at + 2) {
+            b.copy_from_slice(src);
+        }
+        u64::from(u16::from_le_bytes(b))
+    };
+    match n {
+        4..=7 => load4(0) | load4(n - 4) << (8 * (n - 4)),
+        2..=3 => load2(0) | load2(n - 2) << (8 * (n - 2)),
+        1 => r.first().map_or(0, |b| u64::from(*b)),
+        _ => 0,
+    }
+}
+
+/// The well-known name `raw` is (ASCII case-insensitively), if any.
+#[inline]
+fn well_known(raw: &str) -> Option<&'static str> {
+    if raw.len() > 32 {
+        return None;
+    }
+    let words = lower_name_words(raw.as_bytes());
+    let (mult, slots) = &NAME_SLOTS;
+    let i = usize::from(slots[slot_of(&words, *mult)]);
+    let name = WELL_KNOWN.get(i)?;
+    (name.len() == raw.len() && WELL_KNOWN_WORDS.get(i) == Some(&words)).then_some(*name)
 }
 
 /// The lower-cased form of header name `raw`: a `'static` borrow when it is
 /// a well-known name (compared ASCII case-insensitively, so `Content-Type`
 /// and `content-type` both hit), an owned lower-case copy otherwise.
 pub fn header_name(raw: &str) -> Cow<'static, str> {
-    let candidates = WELL_KNOWN.get(raw.len()).copied().unwrap_or_default();
-    if !candidates.is_empty() {
-        // Every length with candidates is at most 27 bytes: the name fits.
-        let mut buf = [0u8; 32];
-        if let Some(dst) = buf.get_mut(..raw.len()) {
-            dst.copy_from_slice(raw.as_bytes());
-        }
-        let mut words = [0u64; 4];
-        for (w, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(chunk);
-            *w = ascii_lower_word(u64::from_le_bytes(le));
-        }
-        if let Some((name, _)) = candidates.iter().find(|(_, k)| *k == words) {
-            return Cow::Borrowed(name);
-        }
+    match well_known(raw) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(raw.to_ascii_lowercase()),
     }
-    Cow::Owned(raw.to_ascii_lowercase())
 }
 
 /// `w` with each of its eight bytes that is an ASCII capital letter
@@ -454,6 +538,69 @@ mod tests {
         assert!(pool.strings.is_empty());
     }
 
+    /// The plain reading of [`header_name`]: the well-known name equal to
+    /// `raw` ignoring ASCII case, else a lower-cased copy.
+    fn reference_header_name(raw: &str) -> Cow<'static, str> {
+        match WELL_KNOWN.iter().find(|k| k.eq_ignore_ascii_case(raw)) {
+            Some(k) => Cow::Borrowed(k),
+            None => Cow::Owned(raw.to_ascii_lowercase()),
+        }
+    }
+
+    #[test]
+    fn tail_words_are_the_zero_padded_bytes() {
+        for n in 0..8 {
+            let r: Vec<u8> = (1..=n as u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
+            let mut want = [0u8; 8];
+            want[..n].copy_from_slice(&r);
+            assert_eq!(tail_word(&r), u64::from_le_bytes(want), "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn well_known_lookup_agrees_with_the_plain_reading() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        // Every name, prefixes and extensions of it, case flips, and
+        // arbitrary token-ish strings of every length around the table's.
+        for k in WELL_KNOWN {
+            for end in 0..=k.len() {
+                let cut = &k[..end];
+                assert_eq!(header_name(cut), reference_header_name(cut), "{cut:?}");
+                let upper = cut.to_ascii_uppercase();
+                assert_eq!(header_name(&upper), reference_header_name(&upper));
+            }
+            for extra in ["s", "-", "\0", "xxxxxxxx", "\u{e9}"] {
+                let long = format!("{k}{extra}");
+                assert_eq!(header_name(&long), reference_header_name(&long), "{long:?}");
+            }
+        }
+        let mut runner = TestRunner::new(Config {
+            cases: 4096,
+            ..Config::default()
+        });
+        let names = prop_oneof![
+            "[a-zA-Z-]{0,40}",
+            "[a-eA-E\\-x]{1,12}",
+            proptest::sample::select(WELL_KNOWN.to_vec()).prop_flat_map(|k| {
+                proptest::collection::vec(any::<bool>(), k.len()).prop_map(move |flips| {
+                    k.chars()
+                        .zip(flips)
+                        .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+                        .collect::<String>()
+                })
+            }),
+            any::<String>(),
+        ];
+        runner
+            .run(&names, |raw| {
+                prop_assert_eq!(header_name(&raw), reference_header_name(&raw));
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .expect("lookup agrees with the plain reading");
+    }
+
     #[test]
     fn word_lower_casing_is_ascii_lower_casing_for_every_byte() {
         for b in 0..=255u8 {
@@ -486,40 +633,39 @@ mod tests {
         assert!(
             matches!(header_name("X-Custom-Thing"), Cow::Owned(ref s) if s == "x-custom-thing")
         );
-        for (len, names) in WELL_KNOWN.iter().enumerate() {
-            for (k, _) in *names {
-                assert_eq!(k.len(), len, "{k}");
-                assert!(!k.bytes().any(|b| b.is_ascii_uppercase()), "{k}");
-                assert!(
-                    matches!(header_name(&k.to_ascii_uppercase()), Cow::Borrowed(b) if b == *k)
-                );
-            }
+        for k in WELL_KNOWN {
+            assert!(!k.bytes().any(|b| b.is_ascii_uppercase()), "{k}");
+            assert!(matches!(header_name(&k.to_ascii_uppercase()), Cow::Borrowed(b) if b == k));
         }
         // Mixed case hits; a byte that only differs by 0x20 from a
         // non-letter (`-` vs CR, `0` vs DLE) or from a non-ASCII byte misses.
-        for names in WELL_KNOWN {
-            for (k, _) in names.iter() {
-                let mixed: String = k
-                    .chars()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        if i % 2 == 0 {
-                            c.to_ascii_uppercase()
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
-                assert!(matches!(header_name(&mixed), Cow::Borrowed(b) if b == *k));
-                for i in 0..k.len() {
-                    let mut near = k.as_bytes().to_vec();
-                    near[i] ^= 0x20;
-                    if near[i].is_ascii_alphabetic() {
-                        continue;
+        for k in WELL_KNOWN {
+            let mixed: String = k
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
                     }
-                    let near = String::from_utf8_lossy(&near).into_owned();
-                    assert!(matches!(header_name(&near), Cow::Owned(_)), "{near:?}");
+                })
+                .collect();
+            assert!(matches!(header_name(&mixed), Cow::Borrowed(b) if b == k));
+            for i in 0..k.len() {
+                let mut near = k.as_bytes().to_vec();
+                near[i] ^= 0x20;
+                if near[i].is_ascii_alphabetic() {
+                    continue;
                 }
+                let near = String::from_utf8_lossy(&near).into_owned();
+                assert!(matches!(header_name(&near), Cow::Owned(_)), "{near:?}");
+            }
+            // Trailing NULs must not pass for the zero padding (they land
+            // in the slot of the name itself).
+            for nuls in 1..=32 - k.len().min(32) {
+                let padded = format!("{k}{}", "\0".repeat(nuls));
+                assert!(matches!(header_name(&padded), Cow::Owned(_)), "{padded:?}");
             }
         }
         assert!(matches!(header_name(""), Cow::Owned(ref s) if s.is_empty()));
