@@ -312,6 +312,11 @@ fn pattern(s: &[u8], alphabet: Alphabet) -> Option<(Pattern, f64)> {
 /// a bounded stack buffer, framework wrapping removed); the decoded copy
 /// lives only for the call.
 pub(crate) fn with_core<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    // Nearly every ID has no escape: it is its own decoding (up to the
+    // bound), so neither the buffer nor the byte loop is needed.
+    if memchr::memchr(b'%', raw).is_none() {
+        return f(id_core(raw.get(..MAX_EXAMINED).unwrap_or(raw)));
+    }
     let mut buf = [0u8; MAX_EXAMINED];
     let decoded = percent_decode(raw, &mut buf);
     f(id_core(decoded))
@@ -375,6 +380,37 @@ mod tests {
         } else {
             Alphabet::Printable
         }
+    }
+
+    #[test]
+    fn cores_without_escapes_skip_the_decode_buffer() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let decoded_core = |raw: &[u8]| {
+            let mut buf = [0u8; MAX_EXAMINED];
+            id_core(percent_decode(raw, &mut buf)).to_vec()
+        };
+        let mut runner = TestRunner::new(Config {
+            cases: 2048,
+            ..Config::default()
+        });
+        let raws = prop_oneof![
+            proptest::collection::vec(
+                proptest::sample::select(b"%0aF.s:\"xz".to_vec()),
+                0..40
+            ),
+            proptest::collection::vec(
+                proptest::sample::select(b"abc.".to_vec()),
+                MAX_EXAMINED - 4..MAX_EXAMINED + 8
+            ),
+        ];
+        runner
+            .run(&raws, |raw| {
+                prop_assert_eq!(with_core(&raw, <[u8]>::to_vec), decoded_core(&raw));
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .expect("the shortcut is the decoding");
     }
 
     #[test]
