@@ -11,8 +11,8 @@ use std::fmt;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::digest::consts::U64;
+use sha2::digest::generic_array::GenericArray;
 
 /// Errors obtaining a hash key.
 #[derive(Debug, thiserror::Error)]
@@ -181,11 +181,37 @@ impl fmt::Display for SessionHash {
     }
 }
 
-/// Computes [`SessionHash`]es with one key. The keyed HMAC state is built
-/// once; each hash clones it (no allocation).
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// One SHA-256 block.
+type Block = GenericArray<u8, U64>;
+
+/// Computes [`SessionHash`]es with one key: HMAC-SHA256 (RFC 2104),
+/// truncated to its first 64 bits.
+///
+/// The key is at most one block long, so `key ⊕ ipad` and `key ⊕ opad`
+/// are one block each: their compressed states are computed once, and a
+/// hash is the compression of the ID's padded block(s) from the inner
+/// state and of one padded block from the outer state — two compressions
+/// for any ID shorter than 56 bytes, with nothing cloned, buffered or
+/// allocated around them. The compression is `sha2`'s, which uses the
+/// SHA extensions when the CPU has them.
 #[derive(Clone)]
 pub struct SessionHasher {
-    mac: Hmac<Sha256>,
+    /// The state after compressing `key ⊕ ipad`.
+    inner: [u32; 8],
+    /// The state after compressing `key ⊕ opad`.
+    outer: [u32; 8],
 }
 
 impl fmt::Debug for SessionHasher {
@@ -197,20 +223,54 @@ impl fmt::Debug for SessionHasher {
 impl SessionHasher {
     /// A hasher with `key`.
     pub fn new(key: &HashKey) -> SessionHasher {
-        // HMAC accepts keys of any length; 32 bytes can never fail.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
-            .unwrap_or_else(|_| unreachable!("HMAC-SHA256 takes any key length"));
-        SessionHasher { mac }
+        let keyed = |pad: u8| {
+            let mut block = [pad; 64];
+            for (b, k) in block.iter_mut().zip(key.0) {
+                *b ^= k;
+            }
+            let mut state = SHA256_IV;
+            sha2::compress256(&mut state, &[Block::from(block)]);
+            state
+        };
+        SessionHasher {
+            inner: keyed(0x36),
+            outer: keyed(0x5c),
+        }
     }
 
     /// The hash of a raw session ID (the unquoted cookie value).
     pub fn hash(&self, raw_id: &[u8]) -> SessionHash {
-        let mut m = self.mac.clone();
-        m.update(raw_id);
-        let out = m.finalize().into_bytes();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&out[..8]);
-        SessionHash::from_u64(u64::from_be_bytes(first))
+        // Inner hash: SHA-256(key ⊕ ipad ‖ id), from the keyed state.
+        let mut state = self.inner;
+        let mut whole = raw_id.chunks_exact(64);
+        for chunk in &mut whole {
+            let mut block = [0u8; 64];
+            block.copy_from_slice(chunk);
+            sha2::compress256(&mut state, &[Block::from(block)]);
+        }
+        let tail = whole.remainder();
+        let bits = (64 + raw_id.len() as u64).wrapping_mul(8);
+        // The tail, 0x80, zeros and the 64-bit length: one block when they
+        // fit in 64 bytes, two otherwise.
+        let mut last = [[0u8; 64]; 2];
+        let blocks = if tail.len() < 56 { 1 } else { 2 };
+        let flat = last.as_flattened_mut();
+        flat[..tail.len()].copy_from_slice(tail);
+        flat[tail.len()] = 0x80;
+        flat[64 * blocks - 8..64 * blocks].copy_from_slice(&bits.to_be_bytes());
+        for block in &last[..blocks] {
+            sha2::compress256(&mut state, &[Block::from(*block)]);
+        }
+        // Outer hash: SHA-256(key ⊕ opad ‖ inner digest), one block.
+        let mut block = [0u8; 64];
+        for (dst, word) in block.chunks_exact_mut(4).zip(state) {
+            dst.copy_from_slice(&word.to_be_bytes());
+        }
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&((64 + 32) * 8u64).to_be_bytes());
+        let mut state = self.outer;
+        sha2::compress256(&mut state, &[Block::from(block)]);
+        SessionHash::from_u64(u64::from(state[0]) << 32 | u64::from(state[1]))
     }
 }
 
@@ -235,17 +295,51 @@ mod tests {
         }
     }
 
+    /// A key of up to 32 bytes, zero padded: HMAC pads every key shorter
+    /// than a block with zeros, so this is the same key to HMAC.
+    fn padded(key: &[u8]) -> HashKey {
+        let mut k = [0u8; 32];
+        k[..key.len()].copy_from_slice(key);
+        HashKey::from_bytes(k)
+    }
+
     #[test]
-    fn matches_reference_hmac() {
-        // HMAC-SHA256(key = 32 x 0x0b, "Hi There") from RFC 4231 test case 1
-        // uses a 20-byte key; recompute with our 32-byte key through the
-        // crate directly to pin the truncation (first 8 bytes, big endian).
-        let key = HashKey::from_bytes([0x0b; 32]);
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&[0x0b; 32]).unwrap();
-        m.update(b"Hi There");
-        let full = m.finalize().into_bytes();
-        let expect: String = full[..8].iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(SessionHasher::new(&key).hash(b"Hi There").to_hex(), expect);
+    fn matches_rfc_4231() {
+        // Test cases 1, 2 and 4 of RFC 4231 (HMAC-SHA-256), first 8 bytes.
+        let tc4_key: Vec<u8> = (1..=25).collect();
+        for (key, data, want) in [
+            (&[0x0b; 20][..], &b"Hi There"[..], "b0344c61d8db3853"),
+            (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e"),
+            (&tc4_key, &[0xcd; 50], "82558a389a443c0e"),
+        ] {
+            let got = SessionHasher::new(&padded(key)).hash(data).to_hex();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn matches_the_hmac_crate_at_every_block_boundary() {
+        use hmac::{Hmac, Mac};
+        use sha2::Sha256;
+        // Lengths on both sides of one and two blocks of input and of the
+        // 56-byte point where the length no longer fits the last block.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut byte = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        for len in 0..=200usize {
+            let key: [u8; 32] = std::array::from_fn(|_| byte());
+            let id: Vec<u8> = (0..len).map(|_| byte()).collect();
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+            m.update(&id);
+            let full = m.finalize().into_bytes();
+            let want: String = full[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let got = SessionHasher::new(&HashKey::from_bytes(key)).hash(&id);
+            assert_eq!(got.to_hex(), want, "{len} bytes");
+        }
     }
 
     #[test]
