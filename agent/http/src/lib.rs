@@ -181,7 +181,10 @@ const WELL_KNOWN_WORDS: [NameWords; WELL_KNOWN.len()] = {
         assert!(b.len() <= 32, "well-known names fit in four words");
         let mut j = 0;
         while j < b.len() {
-            assert!(!b[j].is_ascii_uppercase(), "well-known names are lower-case");
+            assert!(
+                !b[j].is_ascii_uppercase(),
+                "well-known names are lower-case"
+            );
             out[i][j / 8] |= (b[j] as u64) << (8 * (j % 8));
             j += 1;
         }

@@ -395,10 +395,7 @@ mod tests {
             ..Config::default()
         });
         let raws = prop_oneof![
-            proptest::collection::vec(
-                proptest::sample::select(b"%0aF.s:\"xz".to_vec()),
-                0..40
-            ),
+            proptest::collection::vec(proptest::sample::select(b"%0aF.s:\"xz".to_vec()), 0..40),
             proptest::collection::vec(
                 proptest::sample::select(b"abc.".to_vec()),
                 MAX_EXAMINED - 4..MAX_EXAMINED + 8
