@@ -581,18 +581,21 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 fn owned_headers(
+    kind: usize,
+    head: &[u8],
     hs: &[httparse::Header<'_>],
     info: &mut BodyInfo,
     spare: &mut SpareHeaders,
 ) -> Headers {
-    // Room for the untrimmed values: at most a few bytes of surrounding
-    // whitespace too many, for one pass over the fields instead of two.
-    let bytes = hs.iter().map(|h| h.value.len()).sum();
-    let mut out = spare.take(hs.len(), bytes);
-    for h in hs {
-        let name = crate::header_name(h.name);
+    // The head is copied once; each value is a range of the copy.
+    let mut out = spare.take(hs.len(), head.len());
+    out.copy_head(head);
+    // `kind` is REQ or RESP; the mask keeps the index in bounds regardless.
+    let memo = &mut spare.names[kind & 1];
+    for (pos, h) in hs.iter().enumerate() {
+        let name = memo.name(pos, h.name);
         info.observe(&name, h.value);
-        out.push_named(name, trim(h.value));
+        out.push_in_head(name, head, trim(h.value));
     }
     out
 }
@@ -633,7 +636,13 @@ fn parse_request(
                 return Outcome::Error("invalid_head");
             };
             let mut info = BodyInfo::default();
-            let headers = owned_headers(req.headers, &mut info, spare);
+            let headers = owned_headers(
+                REQ,
+                buf.get(..n).unwrap_or(buf),
+                req.headers,
+                &mut info,
+                spare,
+            );
             let host = headers
                 .get_str("host")
                 .map(str::trim)
@@ -698,7 +707,13 @@ fn parse_response(
                 return Outcome::Error("invalid_head");
             };
             let mut body = BodyInfo::default();
-            let headers = owned_headers(resp.headers, &mut body, spare);
+            let headers = owned_headers(
+                RESP,
+                buf.get(..n).unwrap_or(buf),
+                resp.headers,
+                &mut body,
+                spare,
+            );
             Outcome::Complete(
                 n,
                 Head::Response {

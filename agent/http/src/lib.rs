@@ -38,21 +38,32 @@ impl Protocol {
 ///
 /// Names are lower-cased ASCII; values are raw bytes (header values are not
 /// guaranteed UTF-8, and cookies must round-trip), without surrounding
-/// whitespace. Every value of a head lives in one buffer, back to back, so a
-/// parsed head costs two allocations however many fields it has, rather
-/// than one per value; well-known names (see [`header_name`]) are borrowed
-/// from a static table.
+/// whitespace. Every value of a head lives in one buffer, so a parsed head
+/// costs two allocations however many fields it has, rather than one per
+/// value: an HTTP/1 head is copied into it whole, in one copy, and each
+/// value is a range of that copy; values pushed one by one (HTTP/2) are
+/// appended back to back. Well-known names (see [`header_name`]) are
+/// borrowed from a static table.
 ///
 /// Bounded by the parser (see [`h1::Limits`]): a head with more fields or
 /// bigger values than the limits is counted as a parse error, not stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Headers {
-    /// Every value, back to back, in field order.
+    /// The bytes the values are ranges of.
     values: Vec<u8>,
-    /// Name of each field and where its value ends in `values` (it starts
-    /// where the previous one ends).
-    fields: Vec<(Cow<'static, str>, usize)>,
+    /// Name of each field and where its value lies in `values`.
+    fields: Vec<(Cow<'static, str>, u32, u32)>,
 }
+
+/// Equal when the fields are, in order: how the values are laid out in
+/// the buffer (one copied head, or values back to back) does not matter.
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
 
 impl Headers {
     /// Empty, with room for `fields` fields and `value_bytes` bytes of values.
@@ -75,10 +86,11 @@ impl Headers {
 
     /// Every field as `(lower-case name, value)`, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        let mut start = 0;
-        self.fields.iter().map(move |(name, end)| {
-            let value = self.values.get(start..*end).unwrap_or_default();
-            start = *end;
+        self.fields.iter().map(move |(name, start, end)| {
+            let value = self
+                .values
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default();
             (&**name, value)
         })
     }
@@ -105,8 +117,30 @@ impl Headers {
 
     /// Appends a field whose name is already lower-case.
     pub(crate) fn push_named(&mut self, name: Cow<'static, str>, value: &[u8]) {
+        let start = self.values.len() as u32;
         self.values.extend_from_slice(value);
-        self.fields.push((name, self.values.len()));
+        self.fields.push((name, start, self.values.len() as u32));
+    }
+
+    /// Copies a whole head into the (empty) value buffer, in one copy, for
+    /// [`Headers::push_in_head`].
+    pub(crate) fn copy_head(&mut self, head: &[u8]) {
+        self.values.clear();
+        self.values.extend_from_slice(head);
+    }
+
+    /// Appends a field whose value is `value`, a slice of the `head` given
+    /// to [`Headers::copy_head`]: recorded as a range of the copy, not copied
+    /// again. A value outside `head` (never from the parser) is appended.
+    pub(crate) fn push_in_head(&mut self, name: Cow<'static, str>, head: &[u8], value: &[u8]) {
+        // Offsets from the addresses: both slices are of the same buffer.
+        let start = (value.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+        match start.checked_add(value.len()) {
+            Some(end) if end <= head.len() && end <= self.values.len() => {
+                self.fields.push((name, start as u32, end as u32));
+            }
+            _ => self.push_named(name, value),
+        }
     }
 }
 
@@ -292,6 +326,12 @@ fn tail_word(r: &[u8]) -> u64 {
 /// The well-known name `raw` is (ASCII case-insensitively), if any.
 #[inline]
 fn well_known(raw: &str) -> Option<&'static str> {
+    well_known_index(raw).and_then(|i| WELL_KNOWN.get(i).copied())
+}
+
+/// The index in [`WELL_KNOWN`] of the name `raw` is, if any.
+#[inline]
+fn well_known_index(raw: &str) -> Option<usize> {
     if raw.len() > 32 {
         return None;
     }
@@ -299,7 +339,74 @@ fn well_known(raw: &str) -> Option<&'static str> {
     let (mult, slots) = &NAME_SLOTS;
     let i = usize::from(slots[slot_of(&words, *mult)]);
     let name = WELL_KNOWN.get(i)?;
-    (name.len() == raw.len() && WELL_KNOWN_WORDS.get(i) == Some(&words)).then_some(*name)
+    (name.len() == raw.len() && WELL_KNOWN_WORDS.get(i) == Some(&words)).then_some(i)
+}
+
+/// The raw names of the last head of one kind (requests, or responses),
+/// position by position, each with the well-known name it is. Heads on a
+/// keep-alive connection, and a server's responses in general, repeat the
+/// same fields in the same order and spelling: an exact compare with the
+/// name at the same position of the previous head settles most lookups
+/// without lower-casing or hashing. A miss costs that one compare (nearly
+/// always the length alone) before the full [`header_name`] lookup.
+#[derive(Debug, Clone)]
+pub(crate) struct NameMemo {
+    slots: [MemoSlot; NameMemo::POSITIONS],
+}
+
+/// One position of a [`NameMemo`]: a raw name and its index in
+/// [`WELL_KNOWN`], or [`EMPTY_SLOT`] (which no name, not even an empty
+/// one, can match).
+#[derive(Debug, Clone, Copy)]
+struct MemoSlot {
+    len: u8,
+    index: u8,
+    raw: [u8; 32],
+}
+
+impl Default for NameMemo {
+    fn default() -> Self {
+        NameMemo {
+            slots: [MemoSlot {
+                len: 0,
+                index: EMPTY_SLOT,
+                raw: [0; 32],
+            }; NameMemo::POSITIONS],
+        }
+    }
+}
+
+impl NameMemo {
+    /// Positions remembered: the fields of a typical head.
+    const POSITIONS: usize = 24;
+
+    /// [`header_name`] of the field at `pos` of a head.
+    pub(crate) fn name(&mut self, pos: usize, raw: &str) -> Cow<'static, str> {
+        let Some(slot) = self.slots.get_mut(pos) else {
+            return header_name(raw);
+        };
+        if usize::from(slot.len) == raw.len()
+            && slot.raw.get(..raw.len()) == Some(raw.as_bytes())
+            && let Some(name) = WELL_KNOWN.get(usize::from(slot.index))
+        {
+            return Cow::Borrowed(name);
+        }
+        match well_known_index(raw) {
+            Some(i) => {
+                // Well-known names are at most 27 bytes: the raw name fits.
+                if let Some(dst) = slot.raw.get_mut(..raw.len()) {
+                    dst.copy_from_slice(raw.as_bytes());
+                    slot.len = raw.len() as u8;
+                    slot.index = i as u8;
+                }
+                Cow::Borrowed(WELL_KNOWN[i])
+            }
+            None => {
+                slot.index = EMPTY_SLOT;
+                Cow::Owned(raw.to_ascii_lowercase())
+            }
+        }
+    }
 }
 
 /// The lower-cased form of header name `raw`: a `'static` borrow when it is
@@ -403,6 +510,8 @@ impl ExchangeSink for Vec<Exchange> {
 pub(crate) struct SpareHeaders {
     spare: Vec<Headers>,
     strings: Vec<String>,
+    /// Header names of the last request head and the last response head.
+    pub(crate) names: [NameMemo; 2],
 }
 
 impl SpareHeaders {
@@ -602,6 +711,87 @@ mod tests {
             })
             .map_err(|e| e.to_string())
             .expect("lookup agrees with the plain reading");
+    }
+
+    #[test]
+    fn name_memo_agrees_with_the_lookup_head_after_head() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        // Heads drawn from a small pool (so positions repeat, as on a
+        // keep-alive connection) with case changes, odd names and names
+        // beyond the memo's positions.
+        let name = prop_oneof![
+            proptest::sample::select(WELL_KNOWN.to_vec()).prop_map(str::to_owned),
+            proptest::sample::select(vec!["Cookie", "COOKIE", "Host", "X-Odd", "x-odd", "hosT"])
+                .prop_map(str::to_owned),
+            "[a-zA-Z-]{0,34}",
+        ];
+        let heads = proptest::collection::vec(
+            proptest::collection::vec(name, 0..NameMemo::POSITIONS + 4),
+            1..12,
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 512,
+            ..Config::default()
+        });
+        runner
+            .run(&heads, |heads| {
+                let mut memo = NameMemo::default();
+                for head in &heads {
+                    for (pos, raw) in head.iter().enumerate() {
+                        prop_assert_eq!(memo.name(pos, raw), header_name(raw), "{}", raw);
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .expect("the memo is the lookup");
+        // A repeated head is answered from the memo.
+        let mut memo = NameMemo::default();
+        memo.name(0, "Content-Type");
+        assert_eq!(memo.slots[0].len, 12);
+        assert!(matches!(
+            memo.name(0, "Content-Type"),
+            Cow::Borrowed("content-type")
+        ));
+        memo.name(0, "X-Unknown");
+        assert_eq!(
+            memo.slots[0].index, EMPTY_SLOT,
+            "a name that is not well known empties its slot"
+        );
+    }
+
+    #[test]
+    fn values_in_a_copied_head_are_ranges_of_it() {
+        let head = b"GET / HTTP/1.1\r\nHost: a.example\r\nCookie: sid=1\r\n\r\n";
+        let mut h = Headers::default();
+        h.copy_head(head);
+        h.push_in_head(header_name("Host"), head, &head[22..31]);
+        h.push_in_head(header_name("Cookie"), head, &head[41..46]);
+        // Not a slice of the head: appended after it.
+        h.push_in_head(header_name("X-Extra"), head, b"elsewhere");
+        assert_eq!(
+            h.values.len(),
+            head.len() + 9,
+            "values are not copied twice"
+        );
+        assert_eq!(h.get("host"), Some(&b"a.example"[..]));
+        assert_eq!(h.get("cookie"), Some(&b"sid=1"[..]));
+        assert_eq!(h.get("x-extra"), Some(&b"elsewhere"[..]));
+        // The same fields pushed one by one are the same headers.
+        let mut pushed = Headers::default();
+        pushed.push("host", b"a.example");
+        pushed.push("cookie", b"sid=1");
+        pushed.push("x-extra", b"elsewhere");
+        assert_eq!(h, pushed);
+        pushed.push("x-more", b"");
+        assert_ne!(h, pushed);
+        // A value that would run past the head is appended, not trusted.
+        let mut g = Headers::default();
+        g.copy_head(&head[..20]);
+        g.push_in_head(header_name("Cookie"), &head[..20], &head[41..46]);
+        assert_eq!(g.get("cookie"), Some(&b"sid=1"[..]));
+        assert_eq!(g.values.len(), 25);
     }
 
     #[test]
