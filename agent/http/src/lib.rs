@@ -86,18 +86,25 @@ impl Headers {
 
     /// Every field as `(lower-case name, value)`, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.fields.iter().map(move |(name, start, end)| {
-            let value = self
-                .values
-                .get(*start as usize..*end as usize)
-                .unwrap_or_default();
-            (&**name, value)
-        })
+        self.fields
+            .iter()
+            .map(move |(name, start, end)| (&**name, self.value(*start, *end)))
     }
 
-    /// First value of `name` (lower-case).
+    /// First value of `name` (lower-case). Only names are compared on the
+    /// way: the value slice is made for the match alone.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _, _)| **n == *name)
+            .map(|(_, start, end)| self.value(*start, *end))
+    }
+
+    /// The value stored at `start..end`.
+    fn value(&self, start: u32, end: u32) -> &[u8] {
+        self.values
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
     }
 
     /// First value of `name` as UTF-8 (lossy characters are rejected: `None`).
@@ -107,7 +114,10 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .filter(move |(n, _, _)| **n == *name)
+            .map(|(_, start, end)| self.value(*start, *end))
     }
 
     /// Appends a field; `name` is lower-cased (and interned when well known).
