@@ -90,6 +90,11 @@ pub struct SessionNames {
     /// Names learned from the traffic ([`crate::learning`]), per service;
     /// index `LEARNED_BASE + position`.
     learned: Vec<(u16, Box<str>)>,
+    /// Bit `n` set when a configured cookie name is `n` bytes long (names
+    /// are at most 128): most cookies a browser sends (analytics, consent,
+    /// preferences) have a length no session name has, and are rejected by
+    /// one bit test instead of a compare with every name.
+    cookie_lengths: [u64; 3],
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -133,10 +138,17 @@ impl SessionNames {
         if !names.iter().any(|n| n.eq_ignore_ascii_case("jsessionid")) {
             names.push("JSESSIONID".into());
         }
+        let mut cookie_lengths = [0u64; 3];
+        for n in &names[..cookies] {
+            if let Some(word) = cookie_lengths.get_mut(n.len() / 64) {
+                *word |= 1 << (n.len() % 64);
+            }
+        }
         Ok(SessionNames {
             names,
             cookies,
             learned: Vec::new(),
+            cookie_lengths,
         })
     }
 
@@ -190,6 +202,13 @@ impl SessionNames {
     /// a `__Host-`/`__Secure-` prefix).
     pub fn match_cookie(&self, name: &[u8]) -> Option<u8> {
         let (_, bare) = split_prefix(name);
+        let length_known = self
+            .cookie_lengths
+            .get(bare.len() / 64)
+            .is_some_and(|word| word >> (bare.len() % 64) & 1 == 1);
+        if !length_known {
+            return None;
+        }
         self.names[..self.cookies]
             .iter()
             .position(|n| n.as_bytes() == bare)
@@ -483,6 +502,49 @@ mod tests {
         assert_eq!(s.names.match_param("jsessionid"), Some(0));
         assert_eq!(s.names.match_param("phpsessid"), Some(1));
         assert_eq!(s.session_ttl, Duration::from_secs(48 * 3600));
+    }
+
+    #[test]
+    fn cookie_lookup_agrees_with_the_plain_scan() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        // Configured lists of names from 1 to 128 bytes, and cookies that
+        // are those names (bare or prefixed), near them, or anything.
+        let lists = proptest::collection::btree_set("[a-zA-Z0-9_.]{1,12}|[a-z]{120,128}", 1..12);
+        let cookie = prop_oneof![
+            "[a-zA-Z0-9_.]{0,14}",
+            "(__Host-|__Secure-|__host-)[a-zA-Z0-9_.]{0,12}",
+            "[a-z]{118,130}",
+        ];
+        let cases = (lists, proptest::collection::vec(cookie, 1..24));
+        let mut runner = TestRunner::new(Config {
+            cases: 512,
+            ..Config::default()
+        });
+        runner
+            .run(&cases, |(list, extra)| {
+                let list: Vec<String> = list.into_iter().collect();
+                let names =
+                    SessionNames::compile(&list).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let plain = |cookie: &[u8]| {
+                    let (_, bare) = split_prefix(cookie);
+                    list.iter()
+                        .position(|n| n.as_bytes() == bare)
+                        .map(|i| i as u8)
+                };
+                let prefixed = list.iter().map(|n| format!("__Secure-{n}"));
+                for c in list.iter().cloned().chain(prefixed).chain(extra) {
+                    prop_assert_eq!(
+                        names.match_cookie(c.as_bytes()),
+                        plain(c.as_bytes()),
+                        "{}",
+                        c
+                    );
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .expect("the length filter only rejects what no name matches");
     }
 
     #[test]
