@@ -539,9 +539,95 @@ impl Stat {
     }
 }
 
+/// Outcome of judging B against a threshold relative to A, from every
+/// round rather than the medians alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every round of B is on the right side of the threshold of every round of A.
+    Met,
+    /// Every round of B is on the wrong side of it.
+    NotMet,
+    /// The rounds straddle the threshold: the machine's noise is larger
+    /// than what is being judged.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// "B ≤ `limit` × A" (lower is better: latency, CPU per request). Decided
+    /// only when the whole spread of B's rounds lies on one side of `limit`
+    /// times the whole spread of A's; a shared machine's load moves single
+    /// rounds by more than the 5 % a target allows, so a median alone can be
+    /// luck.
+    pub fn at_most(a: &Stat, b: &Stat, limit: f64) -> Verdict {
+        if b.max <= limit * a.min {
+            Verdict::Met
+        } else if b.min > limit * a.max {
+            Verdict::NotMet
+        } else {
+            Verdict::Inconclusive
+        }
+    }
+
+    /// "B ≥ `limit` × A" (higher is better: requests/s), decided as
+    /// [`Verdict::at_most`].
+    pub fn at_least(a: &Stat, b: &Stat, limit: f64) -> Verdict {
+        if b.min >= limit * a.max {
+            Verdict::Met
+        } else if b.max < limit * a.min {
+            Verdict::NotMet
+        } else {
+            Verdict::Inconclusive
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spread(min: f64, median: f64, max: f64) -> Stat {
+        Stat { median, min, max }
+    }
+
+    #[test]
+    fn verdicts_need_every_round_on_one_side() {
+        // The live run of 2026-11-27 12:35: p99 of A 1.82–2.00 ms, B
+        // 2.72–4.47 ms, T 2.68–3.07 ms. Both far above +5 % in every round
+        // although A spread by 10 %.
+        let a = spread(1.82, 1.91, 2.00);
+        assert_eq!(
+            Verdict::at_most(&a, &spread(2.72, 4.21, 4.47), 1.05),
+            Verdict::NotMet
+        );
+        assert_eq!(
+            Verdict::at_most(&a, &spread(2.68, 2.75, 3.07), 1.05),
+            Verdict::NotMet
+        );
+        // Overlapping the line: a median under it is not enough.
+        assert_eq!(
+            Verdict::at_most(&a, &spread(1.80, 1.95, 2.20), 1.05),
+            Verdict::Inconclusive
+        );
+        // Wholly under it.
+        assert_eq!(
+            Verdict::at_most(&a, &spread(1.70, 1.80, 1.90), 1.05),
+            Verdict::Met
+        );
+        // Throughput, higher is better: 97 % of 100–110 is 97–106.7.
+        let a = spread(100.0, 105.0, 110.0);
+        assert_eq!(
+            Verdict::at_least(&a, &spread(107.0, 108.0, 120.0), 0.97),
+            Verdict::Met
+        );
+        assert_eq!(
+            Verdict::at_least(&a, &spread(60.0, 66.0, 96.0), 0.97),
+            Verdict::NotMet
+        );
+        assert_eq!(
+            Verdict::at_least(&a, &spread(90.0, 99.0, 104.0), 0.97),
+            Verdict::Inconclusive
+        );
+    }
 
     #[test]
     fn stat_tick_fields_follow_the_process_name() {
