@@ -283,6 +283,51 @@ fn nanosecond_and_big_endian_pcaps() {
     assert_eq!(p.linktype, 101);
     assert_eq!(p.data, ip.as_slice());
     assert!(must(r.next_packet()).is_none());
+
+    // Kuznetzov's modified format: 24-byte record headers (ifindex,
+    // protocol, packet type after the four usual words), written by hand;
+    // two records so that the second starts where the first one's extra
+    // header bytes and data end.
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_cd34u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    for (sec, usec, orig) in [
+        (9u32, 1u32, ip.len() as u32 + 100),
+        (10, 2, ip.len() as u32),
+    ] {
+        f.extend_from_slice(&sec.to_le_bytes());
+        f.extend_from_slice(&usec.to_le_bytes());
+        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
+        f.extend_from_slice(&orig.to_le_bytes());
+        f.extend_from_slice(&[0xee; 8]);
+        f.extend_from_slice(&ip);
+    }
+    let mut r = must(PcapReader::new("kuznetzov.pcap", Cursor::new(f)));
+    assert_eq!(
+        r.format(),
+        Format::Pcap {
+            nanos: false,
+            big_endian: false,
+            modified: true
+        }
+    );
+    let p = must(r.next_packet()).unwrap_or_else(|| panic!("packet"));
+    assert_eq!(
+        (p.ts, p.orig_len, p.data),
+        (
+            Timestamp(9_000_001_000),
+            ip.len() as u32 + 100,
+            ip.as_slice()
+        )
+    );
+    let p = must(r.next_packet()).unwrap_or_else(|| panic!("second packet"));
+    assert_eq!((p.ts, p.data), (Timestamp(10_000_002_000), ip.as_slice()));
+    assert!(must(r.next_packet()).is_none());
+    assert_eq!((r.stats().records, r.stats().packets), (3, 2));
 }
 
 #[test]
