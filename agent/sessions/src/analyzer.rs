@@ -16,7 +16,9 @@ use sessionwatch_http::{Exchange, Protocol, Response};
 use sessionwatch_streams::Timestamp;
 
 use crate::config::AnalysisConfig;
-use crate::cookie::{CookieLimits, SetCookie, parse_cookie_header, parse_set_cookie, unquote};
+use crate::cookie::{
+    CookieLimits, SetCookie, has_control, parse_cookie_header, parse_set_cookie, unquote,
+};
 use crate::cookie_date::parse_cookie_date;
 use crate::detectors::{
     self, Detector, Effect, Hit, Hits, IdSource, Issued, Outcome, Presented, RawId, RouteFlags,
@@ -433,7 +435,7 @@ impl Analyzer {
                         self.stats.input.ids_skipped += 1;
                         continue;
                     };
-                    if value.iter().any(u8::is_ascii_control) {
+                    if has_control(value) {
                         self.stats.input.ids_skipped += 1;
                         continue;
                     }

@@ -61,6 +61,31 @@ pub fn unquote(v: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether `v` holds an ASCII control character (below 0x20, or DEL):
+/// bytes no cookie-octet (RFC 6265 §4.1.1) may be. Every presented session
+/// ID is checked, so eight bytes are tested at a time.
+pub fn has_control(v: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = v.chunks_exact(8);
+    for w in words.by_ref() {
+        let Ok(w) = <[u8; 8]>::try_from(w) else {
+            break;
+        };
+        let w = u64::from_le_bytes(w);
+        // A byte below 0x20 (its high bit clear before and set after the
+        // subtraction), or one equal to 0x7f (zero after the XOR); exact
+        // for "is there any such byte", the only question asked.
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let d = w ^ (ONES * 0x7f);
+        let del = d.wrapping_sub(ONES) & !d & HIGH;
+        if below | del != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(u8::is_ascii_control)
+}
+
 /// One `name=value` pair of a `Cookie` header.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CookiePair<'a> {
@@ -463,6 +488,25 @@ pub fn split_prefix(name: &[u8]) -> (Option<CookiePrefix>, &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_bytes_are_found_at_every_offset() {
+        // Every byte value at every position of words and tails, against
+        // the plain byte test; high bytes (UTF-8) next to it must not
+        // borrow into a false hit.
+        for len in 1..=19 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for fill in [b'a', 0x80, 0xff, 0x21] {
+                        let mut v = vec![fill; len];
+                        v[at] = b;
+                        assert_eq!(has_control(&v), v.iter().any(u8::is_ascii_control), "{v:?}");
+                    }
+                }
+            }
+        }
+        assert!(!has_control(b""));
+    }
 
     fn sc(s: &str) -> SetCookie<'_> {
         parse_set_cookie(s.as_bytes(), &CookieLimits::default()).expect("parses")
