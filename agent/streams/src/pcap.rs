@@ -593,7 +593,12 @@ impl<R: Read> PcapReader<R> {
     /// truncated final record, see the module docs).
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, ReadError> {
         if self.pending_consume > 0 {
-            it(&mut self.inner).consume(self.pending_consume);
+            // Without the shift `consume` does once half the buffer is
+            // consumed: it moves everything not yet consumed (up to half the
+            // buffer) to the front, so every byte of the file would be
+            // copied once more in user space. `refill` moves only the
+            // unfinished record left when the buffer runs dry.
+            it(&mut self.inner).consume_noshift(self.pending_consume);
             self.pending_consume = 0;
         }
         loop {
@@ -713,7 +718,7 @@ impl<R: Read> PcapReader<R> {
                     if let Some(r) = reason {
                         self.stats.skipped.add(r);
                     }
-                    it(&mut self.inner).consume(consumed);
+                    it(&mut self.inner).consume_noshift(consumed);
                 }
                 Parsed::Packet {
                     ts,

@@ -460,6 +460,51 @@ fn records_larger_than_the_initial_buffer() {
     assert_eq!(reader.stats().packets, 44);
 }
 
+/// Packet `i` of [`records_straddle_every_refill`]: its own length and
+/// bytes, so a record read from the wrong place cannot pass.
+fn numbered_packet(i: u32) -> Vec<u8> {
+    let len = (i.wrapping_mul(37) % 1500 + 1) as usize;
+    (0..len).map(|k| (i as usize * 7 + k) as u8).collect()
+}
+
+#[test]
+fn records_straddle_every_refill() {
+    // Some 20,000 records of 1 to 1500 bytes, both formats: megabytes
+    // through the 256 KiB read buffer, so records end at every offset of a
+    // refill and the unfinished one is carried over each time.
+    const N: u32 = 20_000;
+    let mut legacy = must_io(PcapWriter::new(Vec::new(), 101, 65535));
+    let mut ng = must_io(PcapNgWriter::new(Vec::new()));
+    let iface = must_io(ng.add_interface(101, 65535, None));
+    for i in 0..N {
+        let ts = Timestamp(1_000_000_000 + u64::from(i) * 1000);
+        must_io(legacy.write(ts, &numbered_packet(i)));
+        must_io(ng.write(iface, ts, 1_000_000, &numbered_packet(i)));
+    }
+    for (name, bytes) in [
+        ("many.pcap", legacy.into_inner()),
+        ("many.pcapng", ng.into_inner()),
+    ] {
+        assert!(
+            bytes.len() > 4 * 256 * 1024,
+            "{name}: {} bytes",
+            bytes.len()
+        );
+        let mut r = must(PcapReader::new(name, Cursor::new(bytes)));
+        for i in 0..N {
+            let p = must(r.next_packet()).unwrap_or_else(|| panic!("{name}: packet {i} missing"));
+            assert_eq!(
+                p.ts,
+                Timestamp(1_000_000_000 + u64::from(i) * 1000),
+                "{name} {i}"
+            );
+            assert_eq!(p.data, numbered_packet(i).as_slice(), "{name} {i}");
+        }
+        assert!(must(r.next_packet()).is_none(), "{name}");
+        assert_eq!(r.stats().packets, u64::from(N), "{name}");
+    }
+}
+
 fn pcapng_with(extra: impl FnOnce(&mut PcapNgWriter<Vec<u8>>)) -> Vec<u8> {
     let segs = exchange_segments("[2001:db8::1]:40000", "[2001:db8::2]:80");
     let mut w = must_io(PcapNgWriter::new(Vec::new()));
