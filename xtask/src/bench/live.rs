@@ -25,7 +25,9 @@
 //! payload cap): what leaving bodies in the kernel saves.
 //!
 //! For B the agent's CPU (utime+stime delta over the wrk run), RSS, events
-//! captured, exchanges seen and events lost (`/metrics`) are recorded.
+//! captured, exchanges seen and events lost (`/metrics`) are recorded; for
+//! every setup the nginx worker's CPU and involuntary context switches per
+//! request.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -46,6 +48,8 @@ struct Run {
     wrk: WrkRun,
     /// nginx worker user+system CPU per request, µs.
     worker_us: f64,
+    /// nginx worker involuntary context switches per 1000 requests.
+    worker_preempted: f64,
 }
 
 /// wrk, with the nginx worker's CPU time per request around it.
@@ -57,12 +61,13 @@ fn measured(
     pace: Option<u32>,
     dir: &Path,
 ) -> Result<Run> {
-    let c0 = rig::cpu_seconds(worker);
+    let (c0, s0) = (rig::cpu_seconds(worker), rig::involuntary_switches(worker));
     let wrk = rig::wrk(url, conns, secs, pace, dir)?;
-    let c1 = rig::cpu_seconds(worker);
+    let (c1, s1) = (rig::cpu_seconds(worker), rig::involuntary_switches(worker));
     Ok(Run {
         wrk,
         worker_us: (c1 - c0) * 1e6 / wrk.requests.max(1) as f64,
+        worker_preempted: s1.saturating_sub(s0) as f64 * 1000.0 / wrk.requests.max(1) as f64,
     })
 }
 
@@ -70,6 +75,7 @@ fn measured(
 struct AgentRun {
     wrk: WrkRun,
     worker_us: f64,
+    worker_preempted: f64,
     cpu_pct: f64,
     rss_mib: f64,
     hwm_mib: f64,
@@ -108,6 +114,7 @@ fn with_agent(
     Ok(AgentRun {
         wrk: w,
         worker_us: run.worker_us,
+        worker_preempted: run.worker_preempted,
         cpu_pct: (cpu1 - cpu0) / elapsed * 100.0,
         rss_mib: rig::status_kib(pid, "VmRSS:") as f64 / 1024.0,
         hwm_mib: rig::status_kib(pid, "VmHWM:") as f64 / 1024.0,
@@ -340,6 +347,7 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let (a_cpu, b_cpu, f1_cpu, f2_cpu, t_cpu) =
         (cpu(&a), bstat(|r| r.worker_us), cpu(&f1), cpu(&f2), cpu(&t));
     let keep = |x: &Stat| a_cpu.median / x.median.max(1e-9) * 100.0;
+    let preempted = |v: &[Run]| Stat::of(&v.iter().map(|r| r.worker_preempted).collect::<Vec<_>>());
 
     let mut md = String::new();
     let _ = writeln!(md, "## Live overhead (`cargo xtask bench live`)\n");
@@ -374,24 +382,41 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "| setup | requests/s | p50 ms | p99 ms | nginx CPU µs per request | A's CPU / this (throughput a CPU-bound worker keeps) |"
+        "| setup | requests/s | p50 ms | p99 ms | nginx CPU µs per request | A's CPU / this (throughput a CPU-bound worker keeps) | nginx involuntary context switches per 1000 requests |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
-    for (name, v, c) in [
-        ("A: no agent", &aw, &a_cpu),
-        ("B: agent attached", &bw, &b_cpu),
-        ("F1: empty probes, exported symbols", &f1w, &f1_cpu),
-        ("F2: empty probes, agent's sites", &f2w, &f2_cpu),
-        ("T: minimal capture + syscall tracepoints", &tw, &t_cpu),
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let b_pre = bstat(|r| r.worker_preempted);
+    for (name, v, c, pre) in [
+        ("A: no agent", &aw, &a_cpu, preempted(&a)),
+        ("B: agent attached", &bw, &b_cpu, b_pre),
+        (
+            "F1: empty probes, exported symbols",
+            &f1w,
+            &f1_cpu,
+            preempted(&f1),
+        ),
+        (
+            "F2: empty probes, agent's sites",
+            &f2w,
+            &f2_cpu,
+            preempted(&f2),
+        ),
+        (
+            "T: minimal capture + syscall tracepoints",
+            &tw,
+            &t_cpu,
+            preempted(&t),
+        ),
     ] {
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {:.1} % |",
+            "| {name} | {} | {} | {} | {} | {:.1} % | {} |",
             st(v, rps).show(0),
             st(v, p50).show(2),
             st(v, p99).show(2),
             c.show(2),
-            keep(c)
+            keep(c),
+            pre.show(1)
         );
     }
     let _ = writeln!(

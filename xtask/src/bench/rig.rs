@@ -456,6 +456,15 @@ pub fn syscall_ns(count: u64) -> Result<f64> {
 }
 
 /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
+/// Involuntary context switches of a task so far
+/// (`nonvoluntary_ctxt_switches` of `/proc/PID/status`): each is the task
+/// switched out while it could still run — preempted by a task woken on
+/// its CPU, or at the tick.
+pub fn involuntary_switches(pid: u32) -> u64 {
+    status_kib(pid, "nonvoluntary_ctxt_switches:")
+}
+
+/// A numeric field of `/proc/PID/status` (kiB for the memory fields).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
