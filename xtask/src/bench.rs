@@ -316,6 +316,20 @@ pub struct Bins {
     /// `agent/sessions/examples/session_floor.rs`: the least session
     /// analysis (floor G of the replay benchmark).
     pub session_floor: PathBuf,
+    /// Built with profile-guided optimisation (`xtask/src/pgo.rs`), as
+    /// `cargo xtask build` ships the agent.
+    pub pgo: bool,
+}
+
+/// How the measured binaries were built, for the sections' "Build" line.
+pub(crate) fn build_kind(pgo: bool) -> &'static str {
+    if pgo {
+        "release, profile-guided as `cargo xtask build` ships the agent (trained on a generated mix of six \
+         frameworks' traffic and the repository's captures, not on this benchmark's file: xtask/src/pgo.rs); \
+         every binary of the run, the floors included, is built with the same profile"
+    } else {
+        "release, without profile-guided optimisation (`SESSIONWATCH_PGO=off`, or no `llvm-profdata`)"
+    }
 }
 
 /// A benchmark by name.
@@ -625,6 +639,7 @@ pub fn replay(root: &Path, exchanges: u64, rounds: usize, bins: &Bins, mode: Mod
         exchanges / u64::from(EXCHANGES_PER_CONN),
         size as f64 / 1048576.0
     );
+    let _ = writeln!(md, "- Build: {}", build_kind(bins.pgo));
     let _ = writeln!(md, "- A: `sessionwatch replay FILE --alerts /dev/null`");
     let _ = writeln!(
         md,

@@ -42,6 +42,7 @@ mod bench_cluster;
 mod deploy;
 mod fuzz;
 mod pcapw;
+mod pgo;
 mod soak;
 
 /// bpf-linker release that builds against the nightly's LLVM (see
@@ -609,25 +610,42 @@ fn build_ebpf(release: bool) -> Result<()> {
     Ok(())
 }
 
+/// `cargo build` arguments of the shipped agent (README, deploy/Dockerfile):
+/// release, with the optional Kubernetes enrichment (`[kubernetes]
+/// enabled` stays off by default).
+pub(crate) const SHIPPED_BUILD: [&str; 6] = [
+    "build",
+    "--release",
+    "-p",
+    "sessionwatch",
+    "--features",
+    "kubernetes",
+];
+
+/// Sets the profile-guided optimisation flags (see [`pgo`]) on a release
+/// build; every release build of the agent goes through here, so they
+/// share one set of compiled dependencies. Returns whether the build is
+/// profile-guided (not when switched off or without `llvm-profdata`).
+fn with_pgo(cmd: &mut Command) -> Result<bool> {
+    let flags = pgo::rustflags(&host_target_dir(), &ebpf_object(true))?;
+    if let Some(flags) = &flags {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    Ok(flags.is_some())
+}
+
 fn build() -> Result<()> {
     build_ebpf(true)?;
-    run_cmd(
-        Command::new(cargo())
-            .current_dir(root())
-            // The shipped build (README, deploy/Dockerfile) includes the
-            // optional Kubernetes enrichment; `[kubernetes] enabled` stays
-            // off by default.
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "sessionwatch",
-                "--features",
-                "kubernetes",
-            ])
-            .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true)),
-        "building the agent (release)",
-    )
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root())
+        .args(SHIPPED_BUILD)
+        .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
+    let what = if with_pgo(&mut cmd)? {
+        "building the agent (release, profile-guided)"
+    } else {
+        "building the agent (release)"
+    };
+    run_cmd(&mut cmd, what)
 }
 
 fn run(args: &[OsString]) -> Result<()> {
@@ -670,6 +688,9 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         "replay_throughput",
     ])
     .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
+    // The figures are those of the shipped build (profile-guided); the
+    // floors are built with the same profile.
+    let pgo = release && with_pgo(&mut cmd)?;
     run_cmd(&mut cmd, "building the benchmark binaries")?;
     let dir = host_target_dir().join(if release { "release" } else { "debug" });
     Ok(bench::Bins {
@@ -678,6 +699,7 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         session_memory: dir.join("examples/session_memory"),
         replay_floor: dir.join("examples/replay_throughput"),
         session_floor: dir.join("examples/session_floor"),
+        pgo,
     })
 }
 
@@ -714,15 +736,11 @@ fn bench_cmd(
 /// Cross-node correlation cost: build the agent, replay with `[cluster]`
 /// off and on against a local redis-server.
 fn bench_cluster(sessions: u32, requests: u32, rounds: usize) -> Result<()> {
-    run_cmd(
-        Command::new(cargo()).current_dir(root()).args([
-            "build",
-            "--release",
-            "-p",
-            "sessionwatch",
-        ]),
-        "building the agent (release)",
-    )?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root())
+        .args(["build", "--release", "-p", "sessionwatch"]);
+    with_pgo(&mut cmd)?;
+    run_cmd(&mut cmd, "building the agent (release)")?;
     bench_cluster::cluster(
         &root(),
         &host_target_dir().join("release/sessionwatch"),

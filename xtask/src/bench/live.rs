@@ -354,6 +354,7 @@ pub fn run(root: &Path, bins: &Bins, mode: Mode) -> Result<()> {
     let date = super::now_utc();
     let _ = writeln!(md, "- Date: {date}");
     let _ = writeln!(md, "- Machine: {}", super::machine());
+    let _ = writeln!(md, "- Agent build: {}", super::build_kind(bins.pgo));
     let _ = writeln!(
         md,
         "- Load average (1 min) before and after each round: {} — the machine is shared; nginx, wrk and the agent share its cores",
