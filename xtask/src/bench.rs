@@ -30,6 +30,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::pcapw::{ACK, FIN_ACK, PSH_ACK, PcapWriter, SYN};
+use crate::rng::Rng;
 
 /// Exchanges per generated connection (keep-alive).
 const EXCHANGES_PER_CONN: u32 = 10;
@@ -71,20 +72,6 @@ const ALL_DETECTORS: [&str; 20] = [
     "session_id_bruteforce",
     "client_side_session",
 ];
-
-/// A cheap deterministic generator for IDs (xorshift64*).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn id(&mut self) -> String {
-        format!("{:016x}{:016x}", self.next(), self.next())
-    }
-}
 
 /// Generates the benchmark pcap; returns the number of exchanges written.
 pub fn generate(path: &Path, exchanges: u64) -> Result<u64> {

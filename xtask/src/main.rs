@@ -43,6 +43,7 @@ mod deploy;
 mod fuzz;
 mod pcapw;
 mod pgo;
+mod rng;
 mod soak;
 
 /// bpf-linker release that builds against the nightly's LLVM (see

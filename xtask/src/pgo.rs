@@ -45,6 +45,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::pcapw::{ACK, FIN_ACK, PSH_ACK, PcapWriter, SYN};
+use crate::rng::Rng;
 
 /// Exchanges in the generated training workload.
 const TRAINING_EXCHANGES: u32 = 30_000;
@@ -259,29 +260,6 @@ fn repository_captures(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         bail!("no training captures under tests/fixtures/pcap");
     }
     Ok((clean, adversarial))
-}
-
-/// xorshift64*: the training mix is the same on every build.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// `len` characters of `alphabet`.
-    fn token(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| char::from(alphabet[self.below(alphabet.len() as u64) as usize]))
-            .collect()
-    }
 }
 
 const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
