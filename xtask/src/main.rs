@@ -687,6 +687,10 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         "sessionwatch-http",
         "--example",
         "replay_throughput",
+        // The shipped binary's features: the PGO profile is trained on it,
+        // and a binary with other features matches it only in part.
+        "--features",
+        "sessionwatch/kubernetes",
     ])
     .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
     // The figures are those of the shipped build (profile-guided); the
@@ -738,8 +742,7 @@ fn bench_cmd(
 /// off and on against a local redis-server.
 fn bench_cluster(sessions: u32, requests: u32, rounds: usize) -> Result<()> {
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(root())
-        .args(["build", "--release", "-p", "sessionwatch"]);
+    cmd.current_dir(root()).args(SHIPPED_BUILD);
     with_pgo(&mut cmd)?;
     run_cmd(&mut cmd, "building the agent (release)")?;
     bench_cluster::cluster(
