@@ -627,30 +627,39 @@ pub(crate) const SHIPPED_BUILD: [&str; 6] = [
 /// the same binary (smoke benchmarks).
 const SHIPPED_AGENT: [&str; 4] = ["-p", "sessionwatch", "--features", "kubernetes"];
 
-/// Sets the profile-guided optimisation flags (see [`pgo`]) on a release
-/// build; every release build of the agent goes through here, so they
-/// share one set of compiled dependencies. Returns whether the build is
-/// profile-guided (not when switched off or without `llvm-profdata`).
-fn with_pgo(cmd: &mut Command) -> Result<bool> {
-    let flags = pgo::rustflags(&host_target_dir(), &ebpf_object(true))?;
-    if let Some(flags) = &flags {
-        cmd.env("RUSTFLAGS", flags);
+/// Builds the shipped agent: [`SHIPPED_BUILD`], profile-guided (see
+/// [`pgo`]) when `release`; the debug build of the same package and
+/// features otherwise. Returns the `RUSTFLAGS` of the profile-guided build
+/// (none when switched off or without `llvm-profdata`), for other release
+/// builds to share: the same flags keep one set of compiled dependencies.
+fn build_agent(release: bool) -> Result<Option<String>> {
+    build_ebpf(true)?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root()).arg("build");
+    if release {
+        cmd.arg("--release");
     }
-    Ok(flags.is_some())
+    cmd.args(SHIPPED_AGENT)
+        .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
+    let flags = if release {
+        pgo::rustflags(&host_target_dir(), &ebpf_object(true))?
+    } else {
+        None
+    };
+    let what = match (&flags, release) {
+        (Some(flags), _) => {
+            cmd.env("RUSTFLAGS", flags);
+            "building the agent (release, profile-guided)"
+        }
+        (None, true) => "building the agent (release)",
+        (None, false) => "building the agent (debug)",
+    };
+    run_cmd(&mut cmd, what)?;
+    Ok(flags)
 }
 
 fn build() -> Result<()> {
-    build_ebpf(true)?;
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(root())
-        .args(SHIPPED_BUILD)
-        .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
-    let what = if with_pgo(&mut cmd)? {
-        "building the agent (release, profile-guided)"
-    } else {
-        "building the agent (release)"
-    };
-    run_cmd(&mut cmd, what)
+    build_agent(true).map(drop)
 }
 
 fn run(args: &[OsString]) -> Result<()> {
@@ -668,7 +677,6 @@ fn run(args: &[OsString]) -> Result<()> {
 /// floor and memory examples), release or debug, and
 /// returns their paths.
 fn bench_bins(release: bool) -> Result<bench::Bins> {
-    build_ebpf(true)?;
     let profile = if release { "release" } else { "debug" };
     // The agent measured is the shipped binary, built by the shipped
     // command and nothing else: cargo unifies features across the targets
@@ -676,19 +684,9 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
     // dev-dependencies, whose features change the code of shared
     // dependencies. Built together, the agent was another binary, one that
     // matched the PGO profile (trained on the shipped binary) only in part
-    // and ran up to a half slower than it.
-    let mut agent = Command::new(cargo());
-    agent.current_dir(root()).arg("build");
-    if release {
-        agent.arg("--release");
-    }
-    agent
-        .args(SHIPPED_AGENT)
-        .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
-    // The figures are those of the shipped build (profile-guided); the
-    // floors are built with the same profile.
-    let pgo = release && with_pgo(&mut agent)?;
-    run_cmd(&mut agent, "building the agent")?;
+    // and ran up to a half slower than it. The floors are built with the
+    // same profile.
+    let flags = build_agent(release)?;
 
     let mut floors = Command::new(cargo());
     floors.current_dir(root()).arg("build");
@@ -713,8 +711,8 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
             "replay_throughput",
         ])
         .env("SESSIONWATCH_EBPF_OBJECT", ebpf_object(true));
-    if pgo {
-        with_pgo(&mut floors)?;
+    if let Some(flags) = &flags {
+        floors.env("RUSTFLAGS", flags);
     }
     run_cmd(&mut floors, "building the benchmark floors")?;
     let dir = host_target_dir().join(profile);
@@ -724,7 +722,7 @@ fn bench_bins(release: bool) -> Result<bench::Bins> {
         session_memory: dir.join("examples/session_memory"),
         replay_floor: dir.join("examples/replay_throughput"),
         session_floor: dir.join("examples/session_floor"),
-        pgo,
+        pgo: flags.is_some(),
     })
 }
 
@@ -761,10 +759,7 @@ fn bench_cmd(
 /// Cross-node correlation cost: build the agent, replay with `[cluster]`
 /// off and on against a local redis-server.
 fn bench_cluster(sessions: u32, requests: u32, rounds: usize) -> Result<()> {
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(root()).args(SHIPPED_BUILD);
-    with_pgo(&mut cmd)?;
-    run_cmd(&mut cmd, "building the agent (release)")?;
+    build()?;
     bench_cluster::cluster(
         &root(),
         &host_target_dir().join("release/sessionwatch"),
