@@ -27,7 +27,7 @@ use crate::detectors::{
 use crate::finding::{
     Finding, FindingClient, FindingContainer, FindingRequest, FindingSink, Severity,
 };
-use crate::hash::{HashKey, SessionHash, SessionHasher};
+use crate::hash::{HashKey, MemoHasher, SessionHash};
 use crate::learning::{CandidateReport, LearnStats, LearnedCookie, Learner, Observation};
 use crate::net::write_ip;
 use crate::route::RouteMemo;
@@ -63,7 +63,9 @@ const MAX_HOST_LEN: usize = 255;
 /// The analysis stage: exchanges in, findings out.
 pub struct Analyzer {
     settings: Settings,
-    hasher: SessionHasher,
+    /// Keyed hashing of raw IDs, remembering the last ones (keep-alive
+    /// connections present the same ID again and again).
+    hasher: MemoHasher,
     store: Box<dyn SessionStore + Send>,
     detectors: Vec<Box<dyn Detector>>,
     suppressor: Suppressor,
@@ -86,6 +88,8 @@ pub struct Analyzer {
     issued_buf: Vec<Issued<'static>>,
     presented_buf: Vec<Presented<'static>>,
     set_cookies_buf: Vec<Option<SetCookie<'static>>>,
+    /// The detectors' hit list of the last exchange, emptied.
+    hits_buf: Vec<Hit>,
     /// The finding lent to the sink, refilled in place for the next one
     /// (see [`FindingSink::on_finding`]).
     finding: Finding,
@@ -135,7 +139,7 @@ impl Analyzer {
                 .push(ServiceStats::new(services.name(i as u16).to_owned()));
         }
         Analyzer {
-            hasher: SessionHasher::new(&key),
+            hasher: MemoHasher::new(&key),
             suppressor: Suppressor::new(settings.suppression_window, DEFAULT_CAPACITY),
             store,
             detectors,
@@ -150,6 +154,7 @@ impl Analyzer {
             finished: false,
             issued_buf: Vec::new(),
             presented_buf: Vec::new(),
+            hits_buf: Vec::new(),
             set_cookies_buf: Vec::new(),
             finding: blank_finding(),
             settings,
@@ -204,7 +209,7 @@ impl Analyzer {
 
     /// The keyed hash of a raw ID under this analyzer's key (tests).
     pub fn hash_of(&self, raw_id: &[u8]) -> SessionHash {
-        self.hasher.hash(raw_id)
+        self.hasher.hash_uncached(raw_id)
     }
 
     /// End of input: records the ages of the sessions still in the table in
@@ -414,7 +419,7 @@ impl Analyzer {
         let mut capped = false;
         {
             let names = &self.settings.names;
-            let (hasher, store) = (&self.hasher, &*self.store);
+            let (hasher, store) = (&mut self.hasher, &*self.store);
             let mut pairs = 0usize;
             'headers: for v in req.headers.get_all("cookie") {
                 for pair in parse_cookie_header(v) {
@@ -541,7 +546,7 @@ impl Analyzer {
                 first_seen: &first_seen,
             };
             let mut hits = Hits {
-                list: Vec::new(),
+                list: std::mem::take(&mut self.hits_buf),
                 suppressor: &self.suppressor,
                 service,
                 now,
@@ -555,12 +560,14 @@ impl Analyzer {
             self.stats.input.detector_untracked += hits.untracked;
             hits.list
         };
-        for mut hit in hits {
+        let mut hits = hits;
+        for mut hit in hits.drain(..) {
             if !cross.is_empty() {
                 annotate_cross_node(&mut hit, &cross, &self.settings.node);
             }
             self.emit(hit, ex, client.ip, service, now, out);
         }
+        self.hits_buf = hits;
 
         self.apply(
             ApplyCtx {
@@ -1052,7 +1059,7 @@ struct ApplyCtx {
 fn add_presented<'a>(
     presented: &mut Vec<Presented<'a>>,
     store: &(dyn SessionStore + Send),
-    hasher: &SessionHasher,
+    hasher: &mut MemoHasher,
     cookie: u8,
     name: &'a str,
     value: &'a [u8],

@@ -225,52 +225,75 @@ fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 /// \r` or `\u00XX` (lower-case hex), everything else (DEL, non-ASCII UTF-8)
 /// as is.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
+    // Eight bytes at a time; the last, partial group is padded with a byte
+    // that needs no escape, so a short field (a method, the CWE, a service
+    // name) is one test and one copy as well.
     let mut i = 0;
+    let mut start = 0;
     while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8)
-            && let Ok(word) = <[u8; 8]>::try_from(word)
-            && !word_needs_escape(u64::from_le_bytes(word))
-        {
-            i += 8;
-            continue;
-        }
-        let b = bytes[i];
-        let short = match b {
-            b'"' => Some(b'"'),
-            b'\\' => Some(b'\\'),
-            0x08 => Some(b'b'),
-            0x09 => Some(b't'),
-            0x0a => Some(b'n'),
-            0x0c => Some(b'f'),
-            0x0d => Some(b'r'),
-            0x00..=0x1f => None,
-            _ => {
-                i += 1;
-                continue;
+        let group = &bytes[i..(i + 8).min(bytes.len())];
+        let mut word = [b'a'; 8];
+        word[..group.len()].copy_from_slice(group);
+        if word_needs_escape(u64::from_le_bytes(word)) {
+            for (k, b) in group.iter().enumerate() {
+                if let Some(esc) = escape(*b) {
+                    out.extend_from_slice(&bytes[start..i + k]);
+                    out.extend_from_slice(esc.as_slice());
+                    start = i + k + 1;
+                }
             }
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        match short {
-            Some(c) => out.extend_from_slice(&[b'\\', c]),
-            None => out.extend_from_slice(&[
+        }
+        i += group.len();
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// serde_json's escape of one byte, or `None` when it stands as is.
+fn escape(b: u8) -> Option<Escaped> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = |c: u8| {
+        Some(Escaped {
+            bytes: [b'\\', c, 0, 0, 0, 0],
+            len: 2,
+        })
+    };
+    match b {
+        b'"' => short(b'"'),
+        b'\\' => short(b'\\'),
+        0x08 => short(b'b'),
+        0x09 => short(b't'),
+        0x0a => short(b'n'),
+        0x0c => short(b'f'),
+        0x0d => short(b'r'),
+        0x00..=0x1f => Some(Escaped {
+            bytes: [
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
-            ]),
-        }
-        i += 1;
-        start = i;
+            ],
+            len: 6,
+        }),
+        _ => None,
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+/// An escape sequence: `\x` or `\u00XX`.
+struct Escaped {
+    bytes: [u8; 6],
+    len: usize,
+}
+
+impl Escaped {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len.min(6)]
+    }
 }
 
 /// Whether any of the eight bytes of `w` is below 0x20, `"` or `\`

@@ -162,14 +162,12 @@ impl FindingFanout {
 
 impl FindingSink for FindingFanout {
     fn on_finding(&mut self, finding: &Finding) {
-        if let Ok(m) = self.metrics.lock() {
-            m.findings
-                .with_label_values(&[
-                    &finding.detector,
-                    finding.severity.as_str(),
-                    &finding.service,
-                ])
-                .inc();
+        if let Ok(mut m) = self.metrics.lock() {
+            m.count_finding(
+                &finding.detector,
+                finding.severity.as_str(),
+                &finding.service,
+            );
         }
         self.summary.count_finding(finding);
         if let Some(am) = self.alertmanager.as_mut() {

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Metric namespace.
 const NS: &str = "sessionwatch";
@@ -109,7 +111,17 @@ pub struct Metrics {
     /// Last cumulative value applied per (metric, labels), to turn snapshots
     /// of cumulative stage counters into increments.
     applied: HashMap<(&'static str, Vec<String>), u64>,
+    /// Counter handles of `sessionwatch_findings_total` already looked up,
+    /// by (detector, severity, service): `with_label_values` hashes the
+    /// three strings and takes the vector's lock on every call, and findings
+    /// come in runs of the same few label sets. At most
+    /// [`FINDING_HANDLES`]; label sets beyond it take the lookup each time.
+    finding_handles: Vec<(String, &'static str, String, IntCounter)>,
 }
+
+/// Most cached handles of `sessionwatch_findings_total` (20 detectors, a
+/// few severities and services each).
+const FINDING_HANDLES: usize = 64;
 
 /// Errors registering metrics (only possible through a programming error:
 /// a duplicate or invalid metric name).
@@ -281,6 +293,7 @@ impl Metrics {
             kubernetes_sync_errors,
             kubernetes_pods_skipped,
             applied: HashMap::new(),
+            finding_handles: Vec::new(),
         })
     }
 
@@ -355,6 +368,26 @@ impl Metrics {
         family
     }
 
+    /// Counts one finding in `sessionwatch_findings_total`.
+    pub fn count_finding(&mut self, detector: &str, severity: &'static str, service: &str) {
+        let cached = self
+            .finding_handles
+            .iter()
+            .find(|(d, sev, svc, _)| *sev == severity && d == detector && svc == service);
+        if let Some((.., c)) = cached {
+            c.inc();
+            return;
+        }
+        let c = self
+            .findings
+            .with_label_values(&[detector, severity, service]);
+        c.inc();
+        if self.finding_handles.len() < FINDING_HANDLES {
+            self.finding_handles
+                .push((detector.to_owned(), severity, service.to_owned(), c));
+        }
+    }
+
     /// The registry (for tests and custom collectors).
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -390,6 +423,35 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_finding_counts_every_label_set() {
+        let mut m = Metrics::new().unwrap();
+        // More label sets than handles are cached, each counted a varying
+        // number of times, interleaved.
+        let n = FINDING_HANDLES + 10;
+        for round in 0..3 {
+            for i in 0..n {
+                if i % 3 >= round {
+                    m.count_finding("session_cleartext", "high", &format!("svc{i}"));
+                }
+            }
+        }
+        m.count_finding("session_cleartext", "medium", "svc0");
+        for i in 0..n {
+            let want = (0..3).filter(|round| i % 3 >= *round).count() as u64;
+            let got = m
+                .findings
+                .with_label_values(&["session_cleartext", "high", &format!("svc{i}")])
+                .get();
+            assert_eq!(got, want, "svc{i}");
+        }
+        let medium = m
+            .findings
+            .with_label_values(&["session_cleartext", "medium", "svc0"])
+            .get();
+        assert_eq!(medium, 1);
+    }
 
     #[test]
     fn exposes_contract_names() {

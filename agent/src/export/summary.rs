@@ -34,10 +34,18 @@ pub struct Summary {
 impl Summary {
     /// Counts one finding.
     pub fn count_finding(&mut self, f: &Finding) {
-        *self
+        // A handful of (detector, severity) pairs: found by a scan, the
+        // detector name is copied only the first time.
+        let known = self
             .findings
-            .entry((f.detector.clone(), f.severity))
-            .or_default() += 1;
+            .iter_mut()
+            .find(|((d, s), _)| *s == f.severity && *d == f.detector);
+        match known {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.findings.insert((f.detector.clone(), f.severity), 1);
+            }
+        }
     }
 
     /// Highest severity among the findings.
@@ -118,5 +126,41 @@ impl fmt::Display for Summary {
             );
         }
         f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_are_counted_per_detector_and_severity() {
+        let base: Finding = serde_json::from_str(
+            r#"{"time":"2026-11-26T06:01:02.123Z","detector":"session_cleartext","severity":"high","service":"shop","node":"n","session":null,"cookie":null,"client":{"ip":null,"user_agent":null},"request":{"method":"GET","host":null,"path":"/","status":200},"cwe":"CWE-319","message":"m","evidence":{}}"#,
+        )
+        .expect("finding");
+        let mut s = Summary::default();
+        let mut other = base.clone();
+        other.detector = "cookie_missing_secure".into();
+        let mut medium = base.clone();
+        medium.severity = Severity::Medium;
+        for f in [&base, &other, &base, &medium, &base] {
+            s.count_finding(f);
+        }
+        let got: Vec<(&str, Severity, u64)> = s
+            .findings
+            .iter()
+            .map(|((d, sev), n)| (d.as_str(), *sev, *n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cookie_missing_secure", Severity::High, 1),
+                ("session_cleartext", Severity::Medium, 1),
+                ("session_cleartext", Severity::High, 3),
+            ]
+        );
+        assert_eq!(s.total_findings(), 5);
+        assert_eq!(s.max_severity(), Some(Severity::High));
     }
 }
