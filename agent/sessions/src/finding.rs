@@ -228,28 +228,45 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Eight bytes at a time; the last, partial group is padded with a byte
-    // that needs no escape, so a short field (a method, the CWE, a service
-    // name) is one test and one copy as well.
-    let mut i = 0;
-    let mut start = 0;
-    while i < bytes.len() {
-        let group = &bytes[i..(i + 8).min(bytes.len())];
-        let mut word = [b'a'; 8];
-        word[..group.len()].copy_from_slice(group);
-        if word_needs_escape(u64::from_le_bytes(word)) {
-            for (k, b) in group.iter().enumerate() {
+    match first_escape(bytes) {
+        // Nearly always: the whole string at once.
+        None => out.extend_from_slice(bytes),
+        Some(first) => {
+            out.extend_from_slice(&bytes[..first]);
+            let mut start = first;
+            for (i, b) in bytes.iter().enumerate().skip(first) {
                 if let Some(esc) = escape(*b) {
-                    out.extend_from_slice(&bytes[start..i + k]);
+                    out.extend_from_slice(&bytes[start..i]);
                     out.extend_from_slice(esc.as_slice());
-                    start = i + k + 1;
+                    start = i + 1;
                 }
             }
+            out.extend_from_slice(&bytes[start..]);
         }
-        i += group.len();
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Offset of the first byte JSON must escape, testing eight bytes at a
+/// time (a word per step, no per-byte branch) and the last few one by one.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for w in &mut words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or([b'a'; 8]));
+        if word_needs_escape(word) {
+            return w
+                .iter()
+                .position(|b| escape(*b).is_some())
+                .map(|i| offset + i);
+        }
+        offset += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| escape(*b).is_some())
+        .map(|i| offset + i)
 }
 
 /// serde_json's escape of one byte, or `None` when it stands as is.

@@ -63,8 +63,24 @@ impl ScopeKey {
 /// at one bucket, and the generation cap bounds the table regardless.
 type SeededHash = foldhash::fast::RandomState;
 
+impl ScopeKey {
+    /// Slot in [`Suppressor`]'s recent-key cache: the value (a keyed
+    /// session hash, a client key: already well mixed; a cookie index: small)
+    /// folded with the rest and multiplied. A collision only sends the
+    /// lookup on to the tables.
+    fn slot(&self) -> usize {
+        let tag =
+            u64::from(self.detector) | u64::from(self.kind) << 8 | u64::from(self.service) << 16;
+        let mixed = (self.value ^ tag.rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> 56) as usize & (RECENT_SLOTS - 1)
+    }
+}
+
 /// Default cap of entries per generation.
 pub const DEFAULT_CAPACITY: usize = 262_144;
+
+/// Entries of [`Suppressor`]'s recent-key cache (a power of two).
+const RECENT_SLOTS: usize = 256;
 
 /// The suppression memory.
 #[derive(Debug)]
@@ -72,6 +88,13 @@ pub struct Suppressor {
     window: Duration,
     current: HashMap<ScopeKey, Timestamp, SeededHash>,
     previous: HashMap<ScopeKey, Timestamp, SeededHash>,
+    /// The last keys recorded, direct-mapped, with their time: the same
+    /// copy of the time `current` holds (emptied at every turnover, so it
+    /// never answers for a key the generations dropped). A session's
+    /// finding is asked about again on its next requests, moments later;
+    /// this answers those from a few cache lines instead of probing a
+    /// table of up to [`DEFAULT_CAPACITY`] entries.
+    recent: Box<[Option<(ScopeKey, Timestamp)>]>,
     generation_start: Timestamp,
     capacity: usize,
     /// Generations turned over early because of the cap.
@@ -86,6 +109,7 @@ impl Suppressor {
             window,
             current: HashMap::default(),
             previous: HashMap::default(),
+            recent: vec![None; RECENT_SLOTS].into_boxed_slice(),
             generation_start: Timestamp(0),
             capacity: capacity.max(1),
             early_turnovers: 0,
@@ -99,6 +123,12 @@ impl Suppressor {
             return false;
         }
         let recent = |t: &Timestamp| now.saturating_since(*t) < self.window;
+        if let Some((k, t)) = &self.recent[key.slot()]
+            && *k == key
+            && recent(t)
+        {
+            return true;
+        }
         self.current.get(&key).is_some_and(recent) || self.previous.get(&key).is_some_and(recent)
     }
 
@@ -113,9 +143,11 @@ impl Suppressor {
                 self.early_turnovers += 1;
             }
             self.previous = std::mem::take(&mut self.current);
+            self.recent.fill(None);
             self.generation_start = now;
         }
         self.current.insert(key, now);
+        self.recent[key.slot()] = Some((key, now));
     }
 
     /// Entries held (both generations).
@@ -193,5 +225,94 @@ mod tests {
         let k = ScopeKey::new(DetectorId::SessionIdInUrl, Scope::Cookie(1), 0);
         s.record(k, t(0));
         assert!(!s.is_suppressed(k, t(0)));
+    }
+    /// The two generations alone, without the recent-key cache: what
+    /// [`Suppressor`] must answer.
+    struct Model {
+        window: Duration,
+        cap: usize,
+        current: HashMap<ScopeKey, Timestamp>,
+        previous: HashMap<ScopeKey, Timestamp>,
+        start: Timestamp,
+    }
+
+    impl Model {
+        fn is_suppressed(&self, k: ScopeKey, now: Timestamp) -> bool {
+            let recent = |t: &Timestamp| now.saturating_since(*t) < self.window;
+            self.current.get(&k).is_some_and(recent) || self.previous.get(&k).is_some_and(recent)
+        }
+        fn record(&mut self, k: ScopeKey, now: Timestamp) {
+            if self.current.len() >= self.cap || now.saturating_since(self.start) >= self.window {
+                self.previous = std::mem::take(&mut self.current);
+                self.start = now;
+            }
+            self.current.insert(k, now);
+        }
+    }
+
+    #[test]
+    fn recent_cache_answers_like_the_generations() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            ..Config::default()
+        });
+        // (key id, seconds forward, record?) over few keys and a small cap,
+        // so keys collide in the cache and generations turn over early and
+        // by time.
+        let ops = proptest::collection::vec((0u64..40, 0u64..8, any::<bool>()), 1..400);
+        runner
+            .run(&ops, |ops| {
+                let window = Duration::from_secs(60);
+                let mut s = Suppressor::new(window, 12);
+                let mut m = Model {
+                    window,
+                    cap: 12,
+                    current: HashMap::new(),
+                    previous: HashMap::new(),
+                    start: Timestamp(0),
+                };
+                let mut now = t(0);
+                for (id, dt, record) in ops {
+                    now = Timestamp(now.0 + dt * 1_000_000_000);
+                    let scope = if id % 3 == 0 {
+                        Scope::Cookie((id % 7) as u8)
+                    } else {
+                        Scope::Session(SessionHash::from_u64(id * 0x9E37_79B9 + 1))
+                    };
+                    let k = ScopeKey::new(DetectorId::SessionCleartext, scope, (id % 2) as u16);
+                    prop_assert_eq!(s.is_suppressed(k, now), m.is_suppressed(k, now));
+                    if record {
+                        s.record(k, now);
+                        m.record(k, now);
+                    }
+                }
+                Ok(())
+            })
+            .expect("same answers");
+    }
+
+    #[test]
+    fn a_key_dropped_by_early_turnovers_is_reported_again() {
+        let mut s = Suppressor::new(Duration::from_secs(3600), 4);
+        let k = ScopeKey::new(
+            DetectorId::SessionCleartext,
+            Scope::Session(SessionHash::from_u64(42)),
+            0,
+        );
+        s.record(k, t(0));
+        assert!(s.is_suppressed(k, t(1)));
+        for i in 0..8 {
+            s.record(
+                ScopeKey::new(
+                    DetectorId::SessionCleartext,
+                    Scope::Session(SessionHash::from_u64(1000 + i)),
+                    0,
+                ),
+                t(2),
+            );
+        }
+        assert!(!s.is_suppressed(k, t(3)), "both generations dropped it");
     }
 }
