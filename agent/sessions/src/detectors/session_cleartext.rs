@@ -5,9 +5,9 @@
 //! plaintext hop from a TLS-terminating proxy to its upstream is not a
 //! finding when the proxy says the client used HTTPS).
 
-use serde_json::json;
+use serde_json::{Map, Value};
 
-use super::{Detector, DetectorId, Hit, Hits, Scope, View, evidence};
+use super::{Detector, DetectorId, Hit, Hits, Scope, View};
 use crate::finding::Severity;
 
 /// The detector.
@@ -34,19 +34,30 @@ impl Detector for SessionCleartext {
             if !out.wants(self.id(), scope) {
                 continue;
             }
+            // On plaintext traffic every session yields this finding: it is
+            // built without the formatting and `json!` machinery.
+            let mut message = String::with_capacity(name.len() + 72);
+            message.push_str("session ID of ");
+            message.push_str(name);
+            message.push_str(" sent over a connection that was not TLS at the client");
+            let mut evidence = Map::new();
+            evidence.insert("direction".to_owned(), Value::from(direction));
+            evidence.insert(
+                "tls_decided_by".to_owned(),
+                Value::from(if via_proxy {
+                    "trusted_proxy_header"
+                } else {
+                    "connection"
+                }),
+            );
             out.push(Hit {
                 detector: self.id(),
                 severity: Severity::High,
                 scope,
                 session: Some(hash),
                 cookie: Some(name.to_owned()),
-                message: format!(
-                    "session ID of {name} sent over a connection that was not TLS at the client"
-                ),
-                evidence: evidence(json!({
-                    "direction": direction,
-                    "tls_decided_by": if via_proxy { "trusted_proxy_header" } else { "connection" },
-                })),
+                message,
+                evidence,
             });
         }
     }
@@ -75,6 +86,12 @@ mod tests {
         assert_eq!(f[0].evidence["direction"], "response");
         assert_eq!(f[1].evidence["direction"], "request");
         assert_eq!(f[0].cwe, "CWE-319");
+        assert_eq!(
+            f[1].message,
+            "session ID of PHPSESSID sent over a connection that was not TLS at the client"
+        );
+        assert_eq!(f[1].evidence["tls_decided_by"], "connection");
+        assert_eq!(f[1].evidence.len(), 2);
     }
 
     #[test]

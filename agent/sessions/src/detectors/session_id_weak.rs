@@ -43,7 +43,10 @@ pub const MAX_SAMPLERS: usize = 64;
 /// The detector (stateful: one sample per service and cookie name).
 pub struct SessionIdWeak {
     limits: SampleLimits,
-    samplers: HashMap<(u16, u8), randomness::Sampler>,
+    /// Samples by (service, cookie name index), at most [`MAX_SAMPLERS`]:
+    /// looked up once per issued ID, with seeded foldhash (SipHash's
+    /// flooding resistance is not needed for a table this bounded).
+    samplers: HashMap<(u16, u8), randomness::Sampler, foldhash::fast::RandomState>,
 }
 
 impl SessionIdWeak {
@@ -54,7 +57,7 @@ impl SessionIdWeak {
                 sample_size: s.id_sample_size,
                 min_sample: s.id_min_sample,
             },
-            samplers: HashMap::new(),
+            samplers: HashMap::default(),
         }
     }
 
